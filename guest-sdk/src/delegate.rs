@@ -99,13 +99,14 @@ pub enum DelegateError {
 impl fmt::Display for DelegateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DelegateError::NotGranted(m) => write!(f, "service not granted: {m}"),
-            DelegateError::NotConnected(m) => write!(f, "account not connected: {m}"),
-            DelegateError::DeniedByPolicy(m) => write!(f, "denied by policy: {m}"),
-            DelegateError::LimitExceeded(m) => write!(f, "limit exceeded: {m}"),
+            // The host's messages are complete sentences; pass them on as they are.
+            DelegateError::NotGranted(m)
+            | DelegateError::NotConnected(m)
+            | DelegateError::DeniedByPolicy(m)
+            | DelegateError::LimitExceeded(m)
+            | DelegateError::Upstream(m)
+            | DelegateError::InvalidRequest(m) => f.write_str(m),
             DelegateError::Timeout => write!(f, "the service did not answer in time"),
-            DelegateError::Upstream(m) => write!(f, "service error: {m}"),
-            DelegateError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
             DelegateError::Status { status, body } => {
                 write!(f, "service answered {status}: {body}")
             }

@@ -1,1 +1,8 @@
+//! airlock: a multi-tenant MCP host that runs untrusted tools in WebAssembly
+//! sandboxes. See ARCHITECTURE.md for the module map and invariants.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod delegate;
+pub mod envelope;
+pub mod sandbox;

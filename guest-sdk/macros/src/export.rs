@@ -36,6 +36,7 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         const __AIRLOCK_TOOLS: &[::airlock_sdk::__private::Entry] = &[#(#entries),*];
 
         #[doc(hidden)]
+        #[allow(dead_code)]
         struct __AirlockToolsExport;
 
         impl ::airlock_sdk::wit::exports::airlock::tool::tool::Guest for __AirlockToolsExport {
@@ -54,6 +55,9 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             }
         }
 
+        // Native builds (unit tests with `airlock_sdk::testing`) must not export
+        // component symbols: their names are not valid native linker symbols.
+        #[cfg(target_arch = "wasm32")]
         ::airlock_sdk::wit::__export_tool_component!(__AirlockToolsExport with_types_in ::airlock_sdk::wit);
     })
 }

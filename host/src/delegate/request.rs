@@ -1,0 +1,306 @@
+//! The rules every delegated request obeys, checked once when it leaves the guest.
+
+use std::fmt;
+
+use super::DelegateError;
+
+/// HTTP methods a tool may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// The method as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Size limits for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest path, in bytes.
+    pub max_path_bytes: usize,
+    /// Most headers.
+    pub max_headers: usize,
+    /// Largest body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_path_bytes: 2048,
+            max_headers: 32,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Headers a guest may never set: credentials are the host's job, routing and
+/// framing are the HTTP client's, and the identity header is the host's alone.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "forwarded",
+    "airlock-envelope",
+];
+
+/// Header-name prefixes a guest may never use.
+const FORBIDDEN_HEADER_PREFIXES: &[&str] = &["proxy-", "x-forwarded-", "airlock-"];
+
+/// A request that passed the rules: a relative path with no tricks, headers a
+/// guest may set, and a bounded body. Only [`OutboundRequest::new`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn invalid(msg: impl Into<String>) -> DelegateError {
+    DelegateError::InvalidRequest(msg.into())
+}
+
+fn check_path(path: &str, limits: &RequestLimits) -> Result<(), DelegateError> {
+    if path.len() > limits.max_path_bytes {
+        return Err(invalid(format!(
+            "the path is {} bytes; the limit is {}",
+            path.len(),
+            limits.max_path_bytes
+        )));
+    }
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(invalid(
+            "the path must be relative to the service, starting with a single `/` (absolute URLs are refused)",
+        ));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '\\' | '?' | '#'))
+    {
+        return Err(invalid(format!(
+            "the path contains {c:?}; put query parameters in `query` and percent-encode the rest"
+        )));
+    }
+    let decoded_dots = |seg: &str| {
+        let lower = seg.to_ascii_lowercase();
+        let plain = lower.replace("%2e", ".");
+        plain == "." || plain == ".."
+    };
+    if path.split('/').any(decoded_dots) {
+        return Err(invalid("the path may not contain `.` or `..` segments"));
+    }
+    if path.to_ascii_lowercase().contains("%2f") || path.to_ascii_lowercase().contains("%5c") {
+        return Err(invalid("the path may not contain encoded slashes"));
+    }
+    Ok(())
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), DelegateError> {
+    if name.is_empty() || !name.chars().all(is_token_char) {
+        return Err(invalid(format!("`{name}` is not a valid header name")));
+    }
+    let lower = name.to_ascii_lowercase();
+    if FORBIDDEN_HEADERS.contains(&lower.as_str())
+        || FORBIDDEN_HEADER_PREFIXES.iter().any(|p| lower.starts_with(p))
+    {
+        return Err(invalid(format!(
+            "header `{name}` may not be set by a tool; the host sets credentials and connection headers"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(invalid(format!(
+            "the value of header `{name}` contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl OutboundRequest {
+    /// Check a guest's request against the rules.
+    pub fn new(
+        method: Method,
+        path: String,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        limits: &RequestLimits,
+    ) -> Result<Self, DelegateError> {
+        check_path(&path, limits)?;
+        if headers.len() > limits.max_headers {
+            return Err(invalid(format!(
+                "{} headers; the limit is {}",
+                headers.len(),
+                limits.max_headers
+            )));
+        }
+        for (name, value) in &headers {
+            check_header(name, value)?;
+        }
+        let body = body.unwrap_or_default();
+        if body.len() > limits.max_body_bytes {
+            return Err(DelegateError::LimitExceeded(format!(
+                "the request body is {} bytes; the limit is {}",
+                body.len(),
+                limits.max_body_bytes
+            )));
+        }
+        if matches!(method, Method::Get | Method::Head) && !body.is_empty() {
+            return Err(invalid(format!("a {method} request may not have a body")));
+        }
+        Ok(OutboundRequest {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+    /// The path, relative to the service's base URL.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// Query parameters, not yet encoded.
+    pub fn query(&self) -> &[(String, String)] {
+        &self.query
+    }
+    /// Headers the guest set.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    /// The body (empty when none).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> Result<OutboundRequest, DelegateError> {
+        OutboundRequest::new(
+            Method::Get,
+            path.into(),
+            vec![],
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            None,
+            &RequestLimits::default(),
+        )
+    }
+
+    #[test]
+    fn relative_paths_pass() {
+        assert!(req("/notes", &[]).is_ok());
+        assert!(req("/notes/a-1/items", &[("accept", "application/json")]).is_ok());
+    }
+
+    #[test]
+    fn escapes_from_the_service_base_are_refused() {
+        for path in [
+            "http://evil.example/",
+            "//evil.example/x",
+            "notes",
+            "/a/../admin",
+            "/a/%2e%2E/admin",
+            "/a/%2fetc",
+            "/a\\b",
+            "/a?x=1",
+            "/a#f",
+            "/a b",
+            "/a\r\nHost: x",
+            "",
+        ] {
+            let err = req(path, &[]).unwrap_err();
+            assert!(matches!(err, DelegateError::InvalidRequest(_)), "{path:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn credential_and_hop_by_hop_headers_are_refused() {
+        for name in [
+            "Authorization",
+            "cookie",
+            "Host",
+            "Proxy-Authorization",
+            "Connection",
+            "Transfer-Encoding",
+            "X-Forwarded-For",
+            "Airlock-Envelope",
+            "bad header",
+        ] {
+            let err = req("/x", &[(name, "v")]).unwrap_err();
+            assert!(matches!(err, DelegateError::InvalidRequest(_)), "{name}: {err:?}");
+        }
+        let err = req("/x", &[("x-ok", "a\r\nb")]).unwrap_err();
+        assert!(matches!(err, DelegateError::InvalidRequest(_)));
+    }
+
+    #[test]
+    fn bodies_are_bounded() {
+        let limits = RequestLimits {
+            max_body_bytes: 4,
+            ..RequestLimits::default()
+        };
+        let err = OutboundRequest::new(
+            Method::Post,
+            "/x".into(),
+            vec![],
+            vec![],
+            Some(vec![0; 5]),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DelegateError::LimitExceeded(_)));
+    }
+}

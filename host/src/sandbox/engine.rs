@@ -1,0 +1,78 @@
+//! Engine configuration and the epoch ticker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::SandboxError;
+use super::limits::SandboxSettings;
+
+/// How often the ticker advances the epoch. Guests yield to the async runtime
+/// and have their deadline checked once per tick.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// Per-component maxima for the pooling allocator. A component built by
+/// wasm-component-ld has a handful of core instances (the module plus shims),
+/// one memory and a few tables.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const TABLES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+pub(crate) const TABLE_ELEMENTS: usize = 20_000;
+
+pub(crate) fn build(settings: &SandboxSettings) -> Result<Engine, SandboxError> {
+    let n = settings.max_concurrent_calls;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(n)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .table_elements(TABLE_ELEMENTS)
+        .max_memory_size(settings.max_memory_bytes)
+        // Keep the first pages of each slot resident between calls: resetting
+        // them is cheaper than faulting them in again, and the amount is fixed.
+        .linear_memory_keep_resident(64 * 1024)
+        .table_keep_resident(16 * 1024);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = &settings.cache_dir {
+        let mut cache_config = wasmtime::CacheConfig::new();
+        cache_config.with_directory(dir);
+        let cache = wasmtime::Cache::new(cache_config).map_err(|e| {
+            SandboxError::Settings(format!(
+                "cannot use {} as the compilation cache: {e}",
+                dir.display()
+            ))
+        })?;
+        config.cache(Some(cache));
+    }
+    Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))
+}
+
+/// Start the one thread that advances the engine's epoch; it stops when the
+/// returned flag is set. Without it CPU-bound guests would never reach their
+/// deadline, so failing to start it is fatal.
+pub(crate) fn start_epoch_ticker(engine: &Engine) -> Result<Arc<AtomicBool>, SandboxError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let engine = engine.clone();
+    std::thread::Builder::new()
+        .name("airlock-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map_err(|e| SandboxError::Engine(format!("could not start the epoch ticker: {e}")))?;
+    Ok(stop)
+}

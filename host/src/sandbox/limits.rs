@@ -1,0 +1,108 @@
+//! Per-tool resource limits and the host-wide settings they must fit in.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What one call of a tool may use. Every limit is enforced: exceeding it ends
+/// the call with an error that names the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline for the whole call, including delegated requests.
+    pub timeout: Duration,
+    /// Largest result (content plus structured output), in bytes.
+    pub output_bytes: usize,
+    /// Most delegated requests per call.
+    pub delegate_calls: u32,
+    /// Most log lines per call.
+    pub log_lines: u32,
+    /// Most log bytes per call.
+    pub log_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(5),
+            output_bytes: 1024 * 1024,
+            delegate_calls: 32,
+            log_lines: 256,
+            log_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A limit outside what the host allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit `{name}` is {value}; it must be between {min} and {max}")]
+pub struct LimitsError {
+    /// The limit's name.
+    pub name: &'static str,
+    /// The value given.
+    pub value: u128,
+    /// Smallest allowed.
+    pub min: u128,
+    /// Largest allowed.
+    pub max: u128,
+}
+
+impl Limits {
+    /// Check every limit is in range, with memory at most `max_memory_bytes`
+    /// (the host's [`SandboxSettings::max_memory_bytes`]).
+    pub fn validate_memory(&self, max_memory_bytes: usize) -> Result<(), LimitsError> {
+        let check = |name, value: u128, min: u128, max: u128| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(LimitsError {
+                    name,
+                    value,
+                    min,
+                    max,
+                })
+            }
+        };
+        check(
+            "memory_bytes",
+            self.memory_bytes as u128,
+            1024 * 1024,
+            max_memory_bytes as u128,
+        )?;
+        check("timeout_ms", self.timeout.as_millis(), 10, 600_000)?;
+        check("output_bytes", self.output_bytes as u128, 1024, 64 * 1024 * 1024)?;
+        check("delegate_calls", self.delegate_calls.into(), 0, 10_000)?;
+        check("log_lines", self.log_lines.into(), 0, 1_000_000)?;
+        check("log_bytes", self.log_bytes as u128, 0, 64 * 1024 * 1024)?;
+        Ok(())
+    }
+}
+
+/// Host-wide sandbox settings, fixed when the [`super::Sandbox`] is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// Most calls running at once across all tenants; also sizes the instance pool.
+    pub max_concurrent_calls: u32,
+    /// Most calls running at once for one tenant.
+    pub max_concurrent_calls_per_tenant: u32,
+    /// How long a call waits for a free slot before failing as busy.
+    pub queue_timeout: Duration,
+    /// The ceiling for any tool's `memory_bytes`.
+    pub max_memory_bytes: usize,
+    /// Where compiled components are cached, keyed by content hash and engine
+    /// version. `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            max_concurrent_calls: 64,
+            max_concurrent_calls_per_tenant: 16,
+            queue_timeout: Duration::from_secs(2),
+            max_memory_bytes: 256 * 1024 * 1024,
+            cache_dir: None,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Per-call host state: the envelope, the delegate, counters and the resource
+//! limiter. One value lives in each `Store` and dies with it.
+
+use std::sync::Arc;
+
+use wasmtime::component::HasData;
+
+use super::bindings::airlock::tool::{delegate as wit_delegate, identity, log, types};
+use super::limits::Limits;
+use crate::delegate::{Delegate, DelegateError, Method, OutboundRequest, RequestLimits};
+use crate::envelope::{ActorKind, DelegationMode, Envelope};
+
+/// Which limit stopped a call, recorded by the host import that enforced it so
+/// the trap can be reported precisely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tripped {
+    /// Linear memory would have grown past the limit.
+    Memory,
+    /// Too many log lines.
+    LogLines,
+    /// Too many log bytes.
+    LogBytes,
+    /// A table would have grown past its limit.
+    TableElements,
+}
+
+/// The error a host import returns to trap the guest; the cause is kept in
+/// [`HostState::tripped`].
+#[derive(Debug, thiserror::Error)]
+#[error("airlock limit reached")]
+pub(crate) struct LimitTrap;
+
+/// Identity is not available while describing a component.
+#[derive(Debug, thiserror::Error)]
+#[error("`identity.current` may not be called from `describe`")]
+pub(crate) struct NoIdentityTrap;
+
+/// Most core instances, tables and memories in one tool's store.
+const MAX_INSTANCES: usize = 32;
+const MAX_TABLES: usize = 32;
+const MAX_MEMORIES: usize = 4;
+
+pub(crate) struct HostState {
+    /// `None` while describing at load time.
+    envelope: Option<Arc<Envelope>>,
+    delegate: Arc<dyn Delegate>,
+    limits: Limits,
+    request_limits: RequestLimits,
+    delegate_calls: u32,
+    log_lines: u32,
+    log_bytes: usize,
+    pub(crate) tripped: Option<Tripped>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        envelope: Option<Arc<Envelope>>,
+        delegate: Arc<dyn Delegate>,
+        limits: Limits,
+    ) -> Self {
+        HostState {
+            envelope,
+            delegate,
+            limits,
+            request_limits: RequestLimits::default(),
+            delegate_calls: 0,
+            log_lines: 0,
+            log_bytes: 0,
+            tripped: None,
+        }
+    }
+
+    fn trip(&mut self, what: Tripped) -> wasmtime::Error {
+        self.tripped.get_or_insert(what);
+        wasmtime::Error::new(LimitTrap)
+    }
+}
+
+/// Marker for `add_to_linker`: imports are implemented directly on `HostState`.
+pub(crate) struct HostData;
+
+impl HasData for HostData {
+    type Data<'a> = &'a mut HostState;
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            return Err(self.trip(Tripped::Memory));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > super::engine::TABLE_ELEMENTS {
+            return Err(self.trip(Tripped::TableElements));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+impl types::Host for HostState {}
+
+impl identity::Host for HostState {
+    fn current(&mut self) -> wasmtime::Result<types::Envelope> {
+        let envelope = self
+            .envelope
+            .as_deref()
+            .ok_or_else(|| wasmtime::Error::new(NoIdentityTrap))?;
+        Ok(to_wit(envelope))
+    }
+}
+
+impl log::Host for HostState {
+    fn emit(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.log_lines = self.log_lines.saturating_add(1);
+        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        if self.log_lines > self.limits.log_lines {
+            return Err(self.trip(Tripped::LogLines));
+        }
+        if self.log_bytes > self.limits.log_bytes {
+            return Err(self.trip(Tripped::LogBytes));
+        }
+        let (tenant, tool, trace_id) = match &self.envelope {
+            Some(e) => (e.tenant(), e.tool(), e.trace_id()),
+            None => ("", "", ""),
+        };
+        // Guest text is untrusted: log it as a field (escaped by the formatter),
+        // never as the format string.
+        match level {
+            log::Level::Trace => {
+                tracing::trace!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
+            }
+            log::Level::Info => {
+                tracing::info!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
+            }
+            log::Level::Error => {
+                tracing::error!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
+            }
+        }
+        Ok(())
+    }
+}
+
+impl wit_delegate::Host for HostState {
+    async fn fetch(
+        &mut self,
+        service: String,
+        req: wit_delegate::Request,
+    ) -> wasmtime::Result<Result<wit_delegate::Response, wit_delegate::DelegateError>> {
+        Ok(self.fetch_checked(service, req).await.map_err(to_wit_error))
+    }
+}
+
+impl HostState {
+    async fn fetch_checked(
+        &mut self,
+        service: String,
+        req: wit_delegate::Request,
+    ) -> Result<wit_delegate::Response, DelegateError> {
+        // Identity comes from this store's state, never from the guest.
+        let envelope = self.envelope.clone().ok_or_else(|| {
+            DelegateError::NotGranted("delegation is not available while describing tools".into())
+        })?;
+        if self.delegate_calls >= self.limits.delegate_calls {
+            return Err(DelegateError::LimitExceeded(format!(
+                "this call already made {} delegated requests, the limit",
+                self.limits.delegate_calls
+            )));
+        }
+        self.delegate_calls += 1;
+        let method = match req.method {
+            wit_delegate::Method::Get => Method::Get,
+            wit_delegate::Method::Head => Method::Head,
+            wit_delegate::Method::Post => Method::Post,
+            wit_delegate::Method::Put => Method::Put,
+            wit_delegate::Method::Patch => Method::Patch,
+            wit_delegate::Method::Delete => Method::Delete,
+        };
+        let request = OutboundRequest::new(
+            method,
+            req.path,
+            req.query,
+            req.headers,
+            req.body,
+            &self.request_limits,
+        )?;
+        let resp = self.delegate.fetch(&envelope, &service, request).await?;
+        Ok(wit_delegate::Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        })
+    }
+}
+
+fn to_wit_error(e: DelegateError) -> wit_delegate::DelegateError {
+    use wit_delegate::DelegateError as W;
+    match e {
+        DelegateError::NotGranted(m) => W::NotGranted(m),
+        DelegateError::NotConnected(m) => W::NotConnected(m),
+        DelegateError::DeniedByPolicy(m) => W::DeniedByPolicy(m),
+        DelegateError::LimitExceeded(m) => W::LimitExceeded(m),
+        DelegateError::Timeout => W::Timeout,
+        DelegateError::Upstream(m) => W::Upstream(m),
+        DelegateError::InvalidRequest(m) => W::InvalidRequest(m),
+    }
+}
+
+fn to_wit(e: &Envelope) -> types::Envelope {
+    types::Envelope {
+        envelope_id: e.envelope_id().to_string(),
+        tenant: e.tenant().to_string(),
+        actor: types::Actor {
+            kind: match e.actor_kind() {
+                ActorKind::User => types::ActorKind::User,
+                ActorKind::Service => types::ActorKind::Service,
+            },
+            subject: e.subject().to_string(),
+            tenant: e.tenant().to_string(),
+        },
+        agent: types::Agent {
+            client_id: e.client_id().map(str::to_string),
+            agent_id: e.agent_id().map(str::to_string),
+        },
+        session_id: e.session_id().map(str::to_string),
+        trace_id: e.trace_id().to_string(),
+        tool: e.tool().to_string(),
+        scopes: e.scopes().to_vec(),
+        delegations: e
+            .delegations()
+            .iter()
+            .map(|d| types::Delegation {
+                service: d.service.clone(),
+                mode: match d.mode {
+                    DelegationMode::Service => types::DelegationMode::Service,
+                    DelegationMode::OnBehalfOf => types::DelegationMode::OnBehalfOf,
+                    DelegationMode::UserToken => types::DelegationMode::UserToken,
+                },
+            })
+            .collect(),
+        issued_at: e.issued_at(),
+        expires_at: e.expires_at(),
+    }
+}
