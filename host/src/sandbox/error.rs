@@ -75,7 +75,9 @@ impl fmt::Display for TrapKind {
         f.write_str(match self {
             TrapKind::Unreachable => "unreachable code executed (the tool panicked or aborted)",
             TrapKind::StackOverflow => "stack overflow",
-            TrapKind::MemoryOutOfBounds => "out-of-bounds memory access",
+            TrapKind::MemoryOutOfBounds => {
+                "out-of-bounds memory access (often deep recursion overflowing the stack in linear memory)"
+            }
             TrapKind::DivisionByZero => "integer division by zero",
             TrapKind::IntegerOverflow => "integer overflow",
             TrapKind::BadConversion => "invalid conversion to integer",
