@@ -44,7 +44,9 @@ fn main() -> Result<()> {
     ensure_wasm_target()?;
 
     let mut consts = String::new();
-    let mut all = String::from("/// Every guest component: (constant name, path).\npub const ALL: &[(&str, &str)] = &[\n");
+    let mut all = String::from(
+        "/// Every guest component: (constant name, path).\npub const ALL: &[(&str, &str)] = &[\n",
+    );
     for (dir, members) in WORKSPACES {
         let workspace = root.join(dir);
         watch(&workspace)?;
@@ -52,14 +54,22 @@ fn main() -> Result<()> {
         build_workspace(&workspace, &target_dir)?;
         for member in *members {
             let file = member.replace('-', "_");
-            let wasm = target_dir.join(TARGET).join("release").join(format!("{file}.wasm"));
+            let wasm = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{file}.wasm"));
             if !wasm.exists() {
                 return Err(format!("building {dir} did not produce {}", wasm.display()));
             }
             let name = file.to_uppercase();
-            writeln!(consts, "/// `{dir}/{member}`, built to a component.").map_err(|e| e.to_string())?;
-            writeln!(consts, "pub const {name}: &str = {:?};", wasm.display().to_string())
+            writeln!(consts, "/// `{dir}/{member}`, built to a component.")
                 .map_err(|e| e.to_string())?;
+            writeln!(
+                consts,
+                "pub const {name}: &str = {:?};",
+                wasm.display().to_string()
+            )
+            .map_err(|e| e.to_string())?;
             writeln!(all, "    ({name:?}, {name}),").map_err(|e| e.to_string())?;
         }
     }
@@ -72,19 +82,31 @@ fn main() -> Result<()> {
     )
     .map_err(|e| e.to_string())?;
     fs::write(out_dir.join("guests.rs"), consts + &all).map_err(|e| e.to_string())?;
-    println!("cargo:rerun-if-changed={}", root.join("guest-sdk").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-sdk").display()
+    );
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     Ok(())
 }
 
 /// Rerun when a guest's sources change (not its `target/`).
 fn watch(workspace: &Path) -> Result<()> {
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", workspace.join(".cargo").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(".cargo").display()
+    );
     for entry in fs::read_dir(workspace).map_err(|e| e.to_string())? {
         let path = entry.map_err(|e| e.to_string())?.path();
         if path.join("Cargo.toml").exists() {
-            println!("cargo:rerun-if-changed={}", path.join("Cargo.toml").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                path.join("Cargo.toml").display()
+            );
             println!("cargo:rerun-if-changed={}", path.join("src").display());
         }
     }
@@ -133,8 +155,8 @@ fn build_workspace(workspace: &Path, target_dir: &Path) -> Result<()> {
     // rustflags, clippy's wrapper, the outer target settings.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        let outer = key.starts_with("CARGO_")
-            && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_MAKEFLAGS");
+        let outer =
+            key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_MAKEFLAGS");
         if outer || key.starts_with("RUSTC_") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
             cmd.env_remove(&key);
         }

@@ -70,7 +70,9 @@ pub fn parse_args<A: DeserializeOwned + JsonSchema>(arguments: &str) -> Result<A
 }
 
 /// Convert a tool function's return value.
-pub fn into_output<R: IntoToolOutput>(result: Result<R, ToolError>) -> Result<ToolOutput, ToolError> {
+pub fn into_output<R: IntoToolOutput>(
+    result: Result<R, ToolError>,
+) -> Result<ToolOutput, ToolError> {
     result.and_then(IntoToolOutput::into_tool_output)
 }
 
@@ -102,7 +104,11 @@ pub fn describe(entries: &[Entry]) -> Vec<wit::ToolDescriptor> {
 }
 
 /// `tool.call` for a set of tools.
-pub fn call(entries: &[Entry], name: &str, arguments: &str) -> Result<wit::ToolResult, wit::ToolError> {
+pub fn call(
+    entries: &[Entry],
+    name: &str,
+    arguments: &str,
+) -> Result<wit::ToolResult, wit::ToolError> {
     let entry = entries
         .iter()
         .find(|e| e.name == name)

@@ -187,7 +187,10 @@ impl Response {
         }
         let mut body = String::from_utf8_lossy(&self.body).into_owned();
         if body.len() > 200 {
-            let cut = (0..=200).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=200)
+                .rev()
+                .find(|i| body.is_char_boundary(*i))
+                .unwrap_or(0);
             body.truncate(cut);
         }
         Err(DelegateError::Status {

@@ -79,9 +79,7 @@ impl From<DelegateError> for ToolError {
                 ToolError::Upstream(msg)
             }
             DelegateError::LimitExceeded(_) => ToolError::Other(msg),
-            DelegateError::InvalidRequest(_) | DelegateError::Decode(_) => {
-                ToolError::Internal(msg)
-            }
+            DelegateError::InvalidRequest(_) | DelegateError::Decode(_) => ToolError::Internal(msg),
         }
     }
 }

@@ -24,7 +24,7 @@
 //!
 //! The tool sees who it acts for through [`Ctx::envelope`], reaches services only
 //! through [`Ctx::delegate`], and logs through [`Ctx::log`]. It has no network,
-//! files, clock or environment. With the `testing` feature, [`testing`] lets you
+//! files, clock or environment. With the `testing` feature, the `testing` module lets you
 //! run tools natively in unit tests.
 #![deny(missing_docs)]
 

@@ -41,7 +41,10 @@ impl fmt::Debug for MockDelegate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner.borrow();
         f.debug_struct("MockDelegate")
-            .field("services", &inner.routes.iter().map(|(s, _)| s).collect::<Vec<_>>())
+            .field(
+                "services",
+                &inner.routes.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            )
             .field("requests", &inner.requests.len())
             .finish()
     }
@@ -86,7 +89,10 @@ impl MockDelegate {
             .find(|(service, _)| *service == request.service)
             .map(|(_, h)| h)
             .ok_or_else(|| {
-                DelegateError::NotGranted(format!("no mock route for service `{}`", request.service))
+                DelegateError::NotGranted(format!(
+                    "no mock route for service `{}`",
+                    request.service
+                ))
             })?;
         handler(&request)
     }

@@ -194,7 +194,10 @@ impl Envelope {
     }
     /// The delegation for `service`, if granted.
     pub fn delegation(&self, service: &str) -> Option<&Delegation> {
-        self.claims.delegations.iter().find(|d| d.service == service)
+        self.claims
+            .delegations
+            .iter()
+            .find(|d| d.service == service)
     }
     /// Issue time, seconds since the Unix epoch.
     pub fn issued_at(&self) -> u64 {

@@ -56,7 +56,10 @@ async fn inspect_rejects_an_invalid_component_with_the_reason() {
     let (code, out, err) = airlock(&["tool", "inspect", guests::WASI_IMPORT]).await;
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(err.contains("imports `wasi:cli/environment@0.2.0`"), "{err}");
+    assert!(
+        err.contains("imports `wasi:cli/environment@0.2.0`"),
+        "{err}"
+    );
 
     let (code, _, err) = airlock(&["tool", "inspect", "/no/such/file.wasm"]).await;
     assert_eq!(code, 1);
@@ -65,15 +68,29 @@ async fn inspect_rejects_an_invalid_component_with_the_reason() {
 
 #[tokio::test]
 async fn run_echo_prints_the_text_back() {
-    let (code, out, err) =
-        airlock(&["tool", "run", guests::ECHO, "echo", "--args", r#"{"text":"hi"}"#]).await;
+    let (code, out, err) = airlock(&[
+        "tool",
+        "run",
+        guests::ECHO,
+        "echo",
+        "--args",
+        r#"{"text":"hi"}"#,
+    ])
+    .await;
     assert_eq!((code, out.as_str()), (0, "hi\n"), "{err}");
 }
 
 #[tokio::test]
 async fn run_whoami_uses_the_development_identity() {
     let (code, out, err) = airlock(&[
-        "tool", "run", guests::WHOAMI, "whoami", "--tenant", "acme", "--user", "alice",
+        "tool",
+        "run",
+        guests::WHOAMI,
+        "whoami",
+        "--tenant",
+        "acme",
+        "--user",
+        "alice",
     ])
     .await;
     assert_eq!(code, 0, "{err}");
@@ -97,7 +114,12 @@ async fn run_reports_failures_and_unknown_tools() {
     assert!(err.contains("no services are configured"), "{err}");
 
     let (code, _, err) = airlock(&[
-        "tool", "run", guests::HOSTILE, "spin", "--timeout-ms", "200",
+        "tool",
+        "run",
+        guests::HOSTILE,
+        "spin",
+        "--timeout-ms",
+        "200",
     ])
     .await;
     assert_eq!(code, 1);
@@ -135,20 +157,39 @@ async fn run_reaches_a_local_service_mapped_with_service_flag() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (code, out, err) = airlock(&[
-        "tool", "run", guests::NOTES, "add_note", "--args", r#"{"text":"milk"}"#, "--service", &base,
+        "tool",
+        "run",
+        guests::NOTES,
+        "add_note",
+        "--args",
+        r#"{"text":"milk"}"#,
+        "--service",
+        &base,
     ])
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#""text": "milk""#), "{out}");
-    let (code, out, err) =
-        airlock(&["tool", "run", guests::NOTES, "list_notes", "--service", &base]).await;
+    let (code, out, err) = airlock(&[
+        "tool",
+        "run",
+        guests::NOTES,
+        "list_notes",
+        "--service",
+        &base,
+    ])
+    .await;
     assert_eq!(code, 0, "{err}");
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed["notes"][0]["text"], "milk");
     assert_eq!(notes.lock().unwrap().len(), 1);
 
     let (code, _, err) = airlock(&[
-        "tool", "run", guests::NOTES, "list_notes", "--service", "notes=http://example.com/",
+        "tool",
+        "run",
+        guests::NOTES,
+        "list_notes",
+        "--service",
+        "notes=http://example.com/",
     ])
     .await;
     assert_eq!(code, 1);

@@ -39,16 +39,28 @@ async fn a_full_host_answers_busy() {
     );
     let blocked = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        host.call_as(&echo, envelope("globex", "c", "echo", &[]), json!({"text": "x"}), Arc::new(DenyAll))
-            .await
+        host.call_as(
+            &echo,
+            envelope("globex", "c", "echo", &[]),
+            json!({"text": "x"}),
+            Arc::new(DenyAll),
+        )
+        .await
     };
     let (spun, blocked) = tokio::join!(spinning, blocked);
     assert_eq!(spun.unwrap_err().code(), "timeout");
     let err = blocked.unwrap_err();
-    assert_eq!(err, CallError::Busy { scope: BusyScope::Host });
+    assert_eq!(
+        err,
+        CallError::Busy {
+            scope: BusyScope::Host
+        }
+    );
     assert!(err.to_string().contains("busy"));
     // Once the slot is free, calls run again.
-    host.call(&echo, "echo", json!({"text": "x"})).await.unwrap();
+    host.call(&echo, "echo", json!({"text": "x"}))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,15 +77,30 @@ async fn one_tenant_cannot_take_every_slot() {
     let others = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let same = host
-            .call_as(&echo, envelope("acme", "b", "echo", &[]), json!({"text": "x"}), Arc::new(DenyAll))
+            .call_as(
+                &echo,
+                envelope("acme", "b", "echo", &[]),
+                json!({"text": "x"}),
+                Arc::new(DenyAll),
+            )
             .await;
         let other = host
-            .call_as(&echo, envelope("globex", "c", "echo", &[]), json!({"text": "y"}), Arc::new(DenyAll))
+            .call_as(
+                &echo,
+                envelope("globex", "c", "echo", &[]),
+                json!({"text": "y"}),
+                Arc::new(DenyAll),
+            )
             .await;
         (same, other)
     };
     let (spun, (same, other)) = tokio::join!(spinning, others);
     assert_eq!(spun.unwrap_err().code(), "timeout");
-    assert_eq!(same.unwrap_err(), CallError::Busy { scope: BusyScope::Tenant });
+    assert_eq!(
+        same.unwrap_err(),
+        CallError::Busy {
+            scope: BusyScope::Tenant
+        }
+    );
     other.expect("another tenant still gets a slot");
 }

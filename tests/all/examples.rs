@@ -8,7 +8,10 @@ use serde_json::json;
 async fn echo_returns_its_text() {
     let host = TestHost::new();
     let echo = host.load(guests::ECHO).await;
-    let out = host.call(&echo, "echo", json!({"text": "hi"})).await.unwrap();
+    let out = host
+        .call(&echo, "echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
     assert_eq!(out.content, vec![Content::Text("hi".into())]);
     assert_eq!(out.structured, None);
 }
@@ -28,7 +31,11 @@ async fn echo_describes_itself_from_its_doc_comment_and_types() {
     assert_eq!(tool.input_schema["properties"]["text"]["type"], "string");
     assert_eq!(tool.annotations.read_only_hint, Some(true));
     assert_eq!(tool.output_schema, None);
-    assert!(echo.imports().iter().all(|i| i.starts_with("airlock:tool/")));
+    assert!(
+        echo.imports()
+            .iter()
+            .all(|i| i.starts_with("airlock:tool/"))
+    );
 }
 
 #[tokio::test]
@@ -44,7 +51,10 @@ async fn arguments_are_checked_against_the_input_schema_before_the_guest_runs() 
     for (args, needle) in cases {
         match host.call(&echo, "echo", args.clone()).await {
             Err(CallError::InvalidInput(msg)) => {
-                assert!(msg.contains(needle), "{args}: {msg:?} should mention {needle}")
+                assert!(
+                    msg.contains(needle),
+                    "{args}: {msg:?} should mention {needle}"
+                )
             }
             other => panic!("{args}: expected invalid input, got {other:?}"),
         }
@@ -71,15 +81,27 @@ async fn whoami_returns_exactly_the_envelope_the_host_minted() {
     let got = out.structured.expect("structured output");
     assert_eq!(got["envelope_id"], env.envelope_id());
     assert_eq!(got["tenant"], "globex");
-    assert_eq!(got["actor"], json!({"kind": "user", "subject": "carol", "tenant": "globex"}));
-    assert_eq!(got["agent"], json!({"client_id": "test-client", "agent_id": "test-agent"}));
+    assert_eq!(
+        got["actor"],
+        json!({"kind": "user", "subject": "carol", "tenant": "globex"})
+    );
+    assert_eq!(
+        got["agent"],
+        json!({"client_id": "test-client", "agent_id": "test-agent"})
+    );
     assert_eq!(got["trace_id"], env.trace_id());
     assert_eq!(got["tool"], "whoami");
     assert_eq!(got["scopes"], json!(["tools:call"]));
-    assert_eq!(got["delegations"], json!([{"service": "notes", "mode": "service"}]));
+    assert_eq!(
+        got["delegations"],
+        json!([{"service": "notes", "mode": "service"}])
+    );
     assert_eq!(got["issued_at"], env.issued_at());
     assert_eq!(got["expires_at"], env.expires_at());
-    let schema = whoami.tools()[0].output_schema.as_ref().expect("output schema");
+    let schema = whoami.tools()[0]
+        .output_schema
+        .as_ref()
+        .expect("output schema");
     assert_eq!(schema["type"], "object");
 }
 
@@ -95,10 +117,19 @@ async fn notes_are_kept_per_user_by_the_identity_the_host_supplies() {
         host.call_as(&notes, env, args, service.clone())
     };
 
-    let added = call("alice", "add_note", json!({"text": "milk"})).await.unwrap();
-    let id = added.structured.unwrap()["id"].as_str().unwrap().to_string();
-    call("alice", "add_note", json!({"text": "eggs"})).await.unwrap();
-    call("bob", "add_note", json!({"text": "bob's secret"})).await.unwrap();
+    let added = call("alice", "add_note", json!({"text": "milk"}))
+        .await
+        .unwrap();
+    let id = added.structured.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call("alice", "add_note", json!({"text": "eggs"}))
+        .await
+        .unwrap();
+    call("bob", "add_note", json!({"text": "bob's secret"}))
+        .await
+        .unwrap();
 
     let alice = call("alice", "list_notes", json!({})).await.unwrap();
     let texts: Vec<_> = alice.structured.unwrap()["notes"]
@@ -109,9 +140,16 @@ async fn notes_are_kept_per_user_by_the_identity_the_host_supplies() {
         .collect();
     assert_eq!(texts, ["milk", "eggs"]);
 
-    let deleted = call("alice", "delete_note", json!({"id": id})).await.unwrap();
-    assert_eq!(deleted.content, vec![Content::Text(format!("deleted note {id}"))]);
-    let again = call("alice", "delete_note", json!({"id": id})).await.unwrap_err();
+    let deleted = call("alice", "delete_note", json!({"id": id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.content,
+        vec![Content::Text(format!("deleted note {id}"))]
+    );
+    let again = call("alice", "delete_note", json!({"id": id}))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&again, CallError::Tool { kind: ToolErrorKind::InvalidInput, message } if message.contains(&id)),
         "{again:?}"
@@ -140,7 +178,10 @@ async fn services_the_envelope_does_not_grant_are_refused() {
     let host = TestHost::new();
     let notes = host.load(guests::NOTES).await;
     // Default delegate: no services configured.
-    let err = host.call(&notes, "list_notes", json!({})).await.unwrap_err();
+    let err = host
+        .call(&notes, "list_notes", json!({}))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, CallError::Tool { kind: ToolErrorKind::Denied, message } if message.contains("no services are configured")),
         "{err:?}"
@@ -152,6 +193,15 @@ async fn services_the_envelope_does_not_grant_are_refused() {
         .call_as(&notes, env, json!({}), service.clone())
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::Tool { kind: ToolErrorKind::Denied, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CallError::Tool {
+                kind: ToolErrorKind::Denied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(service.seen().is_empty());
 }

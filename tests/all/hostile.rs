@@ -41,11 +41,13 @@ async fn attack_with(
     let good = async {
         // Start the good call after the attack is underway.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        host.call(&echo, "echo", json!({"text": "still here"})).await
+        host.call(&echo, "echo", json!({"text": "still here"}))
+            .await
     };
     let (bad, good) = tokio::join!(bad, good);
     assert_eq!(
-        good.expect("a well-behaved call succeeds beside the attack").content,
+        good.expect("a well-behaved call succeeds beside the attack")
+            .content,
         vec![Content::Text("still here".into())]
     );
     bad
@@ -55,7 +57,12 @@ async fn attack_with(
 async fn an_infinite_loop_times_out() {
     let host = TestHost::new();
     let err = attack(&host, "spin", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::Timeout { limit: Duration::from_millis(500) });
+    assert_eq!(
+        err,
+        CallError::Timeout {
+            limit: Duration::from_millis(500)
+        }
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -69,27 +76,51 @@ async fn an_infinite_loop_yields_so_other_calls_progress_on_one_thread() {
 async fn a_memory_bomb_hits_the_memory_limit() {
     let host = TestHost::new();
     let err = attack(&host, "hog", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::OutOfMemory { limit_bytes: 16 * 1024 * 1024 });
+    assert_eq!(
+        err,
+        CallError::OutOfMemory {
+            limit_bytes: 16 * 1024 * 1024
+        }
+    );
 }
 
 #[tokio::test]
 async fn unbounded_recursion_overflows_the_stack() {
     let host = TestHost::new();
     let err = attack(&host, "recurse", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::Trap { kind: TrapKind::StackOverflow });
-    let err = attack(&host, "recurse_frames", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::Trap { kind: TrapKind::MemoryOutOfBounds });
+    assert_eq!(
+        err,
+        CallError::Trap {
+            kind: TrapKind::StackOverflow
+        }
+    );
+    let err = attack(&host, "recurse_frames", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Trap {
+            kind: TrapKind::MemoryOutOfBounds
+        }
+    );
 }
 
 #[tokio::test]
 async fn huge_output_is_refused() {
     let host = TestHost::new();
-    let err = attack(&host, "flood_output", json!({"bytes": 1_000_000})).await.unwrap_err();
+    let err = attack(&host, "flood_output", json!({"bytes": 1_000_000}))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
-        CallError::OutputTooLarge { limit_bytes: 64 * 1024, actual_bytes: 1_000_000 }
+        CallError::OutputTooLarge {
+            limit_bytes: 64 * 1024,
+            actual_bytes: 1_000_000
+        }
     );
-    let ok = attack(&host, "flood_output", json!({"bytes": 1000})).await.unwrap();
+    let ok = attack(&host, "flood_output", json!({"bytes": 1000}))
+        .await
+        .unwrap();
     assert_eq!(ok.content, vec![Content::Text("x".repeat(1000))]);
 }
 
@@ -97,20 +128,46 @@ async fn huge_output_is_refused() {
 async fn a_log_flood_stops_at_the_log_limits() {
     let host = TestHost::new();
     let err = attack(&host, "flood_log", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::LimitExceeded { limit: "log bytes", max: 1024 });
+    assert_eq!(
+        err,
+        CallError::LimitExceeded {
+            limit: "log bytes",
+            max: 1024
+        }
+    );
 
     let hostile = host
-        .load_with(guests::HOSTILE, Limits { log_bytes: 1 << 20, ..tight() })
+        .load_with(
+            guests::HOSTILE,
+            Limits {
+                log_bytes: 1 << 20,
+                ..tight()
+            },
+        )
         .await;
-    let err = host.call(&hostile, "flood_log", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::LimitExceeded { limit: "log lines", max: 50 });
+    let err = host
+        .call(&hostile, "flood_log", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::LimitExceeded {
+            limit: "log lines",
+            max: 50
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_panic_is_a_trap() {
     let host = TestHost::new();
     let err = attack(&host, "panic", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::Trap { kind: TrapKind::Unreachable });
+    assert_eq!(
+        err,
+        CallError::Trap {
+            kind: TrapKind::Unreachable
+        }
+    );
 }
 
 #[tokio::test]
@@ -128,13 +185,18 @@ async fn delegated_requests_are_capped_per_call() {
 async fn forged_credentials_and_escaping_paths_never_leave_the_host() {
     let host = TestHost::new();
     let service = NotesService::new();
-    let out = attack_with(&host, "forge", json!({}), service.clone()).await.unwrap();
+    let out = attack_with(&host, "forge", json!({}), service.clone())
+        .await
+        .unwrap();
     let [Content::Json(text)] = &out.content[..] else {
         panic!("unexpected content {:?}", out.content)
     };
     let outcomes: Vec<String> = serde_json::from_str(text).unwrap();
     assert_eq!(outcomes.len(), 4);
-    assert!(outcomes.iter().all(|o| o.starts_with("refused: ")), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o.starts_with("refused: ")),
+        "{outcomes:?}"
+    );
     assert!(service.seen().is_empty(), "nothing reached the service");
 }
 
@@ -142,14 +204,22 @@ async fn forged_credentials_and_escaping_paths_never_leave_the_host() {
 async fn the_deadline_covers_delegated_requests() {
     let host = TestHost::new();
     let err = attack(&host, "slow_delegate", json!({})).await.unwrap_err();
-    assert_eq!(err, CallError::Timeout { limit: Duration::from_millis(500) });
+    assert_eq!(
+        err,
+        CallError::Timeout {
+            limit: Duration::from_millis(500)
+        }
+    );
 }
 
 #[tokio::test]
 async fn structured_output_that_breaks_its_schema_is_refused() {
     let host = TestHost::new();
     let err = attack(&host, "lie_in_output", json!({})).await.unwrap_err();
-    assert!(matches!(&err, CallError::BadOutput(m) if m.contains("output schema")), "{err:?}");
+    assert!(
+        matches!(&err, CallError::BadOutput(m) if m.contains("output schema")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -160,11 +230,23 @@ async fn the_host_keeps_serving_after_every_attack() {
     }
     let echo = host.load(guests::ECHO).await;
     for _ in 0..50 {
-        host.call(&echo, "echo", json!({"text": "ok"})).await.unwrap();
+        host.call(&echo, "echo", json!({"text": "ok"}))
+            .await
+            .unwrap();
     }
     let err = host
-        .call(&host.load(guests::NOTES).await, "delete_note", json!({"id": "../x"}))
+        .call(
+            &host.load(guests::NOTES).await,
+            "delete_note",
+            json!({"id": "../x"}),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::Tool { kind: ToolErrorKind::InvalidInput, .. }));
+    assert!(matches!(
+        err,
+        CallError::Tool {
+            kind: ToolErrorKind::InvalidInput,
+            ..
+        }
+    ));
 }

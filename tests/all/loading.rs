@@ -1,6 +1,6 @@
 //! What the host refuses to load, and why.
 
-use airlock_host::sandbox::{LoadError, Limits};
+use airlock_host::sandbox::{Limits, LoadError};
 use airlock_tests::{TestHost, guests, wasm};
 
 async fn load_err(bytes: &[u8]) -> LoadError {
@@ -12,7 +12,9 @@ async fn a_wasi_importing_component_is_rejected_naming_the_import() {
     let err = load_err(&wasm(guests::WASI_IMPORT)).await;
     assert_eq!(
         err,
-        LoadError::ForbiddenImport { name: "wasi:cli/environment@0.2.0".into() }
+        LoadError::ForbiddenImport {
+            name: "wasi:cli/environment@0.2.0".into()
+        }
     );
     assert!(err.to_string().contains("wasi:cli/environment@0.2.0"));
 }
@@ -35,8 +37,13 @@ async fn an_invalid_input_schema_is_rejected_naming_the_tool() {
 #[tokio::test]
 async fn core_modules_and_garbage_are_not_components() {
     let core = b"\0asm\x01\0\0\0";
-    assert!(matches!(load_err(core).await, LoadError::NotAComponent(m) if m.contains("core WebAssembly module")));
-    assert!(matches!(load_err(b"hello world").await, LoadError::NotAComponent(_)));
+    assert!(
+        matches!(load_err(core).await, LoadError::NotAComponent(m) if m.contains("core WebAssembly module"))
+    );
+    assert!(matches!(
+        load_err(b"hello world").await,
+        LoadError::NotAComponent(_)
+    ));
     assert!(matches!(load_err(b"").await, LoadError::NotAComponent(_)));
     // A component header followed by garbage fails to compile, cleanly.
     let truncated = &wasm(guests::ECHO)[..100];
@@ -57,9 +64,15 @@ async fn every_example_and_the_hostile_component_load() {
 async fn limits_outside_the_host_ceiling_are_refused() {
     let host = TestHost::new();
     let echo = host.load(guests::ECHO).await;
-    let too_big = Limits { memory_bytes: 1 << 40, ..Limits::default() };
+    let too_big = Limits {
+        memory_bytes: 1 << 40,
+        ..Limits::default()
+    };
     let err = echo.clone().with_limits(too_big).unwrap_err();
     assert_eq!(err.name, "memory_bytes");
-    let zero_time = Limits { timeout: std::time::Duration::ZERO, ..Limits::default() };
+    let zero_time = Limits {
+        timeout: std::time::Duration::ZERO,
+        ..Limits::default()
+    };
     assert_eq!(echo.with_limits(zero_time).unwrap_err().name, "timeout_ms");
 }

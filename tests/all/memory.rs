@@ -21,7 +21,10 @@ fn resident_memory_returns_to_baseline_after_10_000_calls() {
     if std::env::var_os(CHILD_ENV).is_none() {
         let exe = std::env::current_exe().unwrap();
         let output = Command::new(exe)
-            .args(["--exact", "memory::resident_memory_returns_to_baseline_after_10_000_calls"])
+            .args([
+                "--exact",
+                "memory::resident_memory_returns_to_baseline_after_10_000_calls",
+            ])
             .args(["--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, "1")
             .output()
@@ -46,7 +49,9 @@ fn resident_memory_returns_to_baseline_after_10_000_calls() {
         let round = async |n: usize| {
             for i in 0..n {
                 let text = format!("call {i}");
-                host.call(&echo, "echo", json!({ "text": text })).await.unwrap();
+                host.call(&echo, "echo", json!({ "text": text }))
+                    .await
+                    .unwrap();
                 host.call(&whoami, "whoami", json!({})).await.unwrap();
             }
         };
@@ -58,6 +63,9 @@ fn resident_memory_returns_to_baseline_after_10_000_calls() {
         let growth = after.saturating_sub(baseline);
         println!("baseline {baseline} B, after {after} B, growth {growth} B");
         // Per-call leaks of even 1 KiB would show as ~10 MB here.
-        assert!(growth < 4 * 1024 * 1024, "resident memory grew by {growth} bytes");
+        assert!(
+            growth < 4 * 1024 * 1024,
+            "resident memory grew by {growth} bytes"
+        );
     });
 }

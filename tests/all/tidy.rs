@@ -4,7 +4,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -21,7 +24,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The host module a file belongs to (`sandbox` for `host/src/sandbox/call.rs`).
 fn module_of(file: &Path) -> String {
     let rel = file.strip_prefix(root().join("host/src")).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -43,15 +51,23 @@ fn only_the_owning_module_names_its_crate() {
         let text = fs::read_to_string(file).unwrap();
         let module = module_of(file);
         for (krate, owner) in OWNERS {
-            let named = text.contains(&format!("{krate}::")) || text.contains(&format!("use {krate}"));
+            let named =
+                text.contains(&format!("{krate}::")) || text.contains(&format!("use {krate}"));
             if named && module != *owner {
-                violations.push(format!("{} names `{krate}` (only `{owner}` may)", file.display()));
+                violations.push(format!(
+                    "{} names `{krate}` (only `{owner}` may)",
+                    file.display()
+                ));
             }
         }
-        if text.contains("AUTHORIZATION") || text.to_ascii_lowercase().contains("\"authorization\"") {
+        if text.contains("AUTHORIZATION") || text.to_ascii_lowercase().contains("\"authorization\"")
+        {
             let allowed = module == "edge" || file.ends_with("delegate/request.rs");
             if !allowed {
-                violations.push(format!("{} reads Authorization (only `edge` may)", file.display()));
+                violations.push(format!(
+                    "{} reads Authorization (only `edge` may)",
+                    file.display()
+                ));
             }
         }
     }

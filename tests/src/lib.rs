@@ -91,7 +91,10 @@ impl TestHost {
 
     /// Load a built guest with `limits`.
     pub async fn load_with(&self, path: &str, limits: Limits) -> LoadedComponent {
-        self.load(path).await.with_limits(limits).expect("valid limits")
+        self.load(path)
+            .await
+            .with_limits(limits)
+            .expect("valid limits")
     }
 
     /// Call `tool` as `user` of tenant `acme` with no services.
@@ -101,8 +104,13 @@ impl TestHost {
         tool: &str,
         args: serde_json::Value,
     ) -> Result<ToolOutput, CallError> {
-        self.call_as(component, envelope("acme", "alice", tool, &[]), args, Arc::new(DenyAll))
-            .await
+        self.call_as(
+            component,
+            envelope("acme", "alice", tool, &[]),
+            args,
+            Arc::new(DenyAll),
+        )
+        .await
     }
 
     /// Call with an explicit envelope and delegate.
@@ -179,7 +187,10 @@ impl NotesService {
     }
 
     fn notes(&self, envelope: &Envelope, request: &OutboundRequest) -> DelegateResponse {
-        let key = (envelope.tenant().to_string(), envelope.subject().to_string());
+        let key = (
+            envelope.tenant().to_string(),
+            envelope.subject().to_string(),
+        );
         let mut all = self.notes.lock().unwrap();
         let mine = all.entry(key).or_default();
         match (request.method(), request.path()) {

@@ -69,7 +69,12 @@ pub fn list_notes(ctx: &Ctx) -> Result<Json<NoteList>, ToolError> {
 /// Delete one of the calling user's notes.
 #[tool(title = "Delete note", destructive, idempotent)]
 pub fn delete_note(ctx: &Ctx, args: DeleteNote) -> Result<String, ToolError> {
-    if args.id.is_empty() || !args.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if args.id.is_empty()
+        || !args
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return Err(ToolError::invalid_input(
             "`id` must be a note id (letters, digits and dashes)",
         ));
@@ -79,7 +84,10 @@ pub fn delete_note(ctx: &Ctx, args: DeleteNote) -> Result<String, ToolError> {
         .delete(format!("/notes/{}", args.id))
         .send()?;
     match resp.status() {
-        404 => Err(ToolError::invalid_input(format!("there is no note `{}`", args.id))),
+        404 => Err(ToolError::invalid_input(format!(
+            "there is no note `{}`",
+            args.id
+        ))),
         _ => {
             resp.error_for_status()?;
             ctx.log().info("note deleted");
@@ -106,17 +114,38 @@ mod tests {
             ))
         });
         let ctx = Ctx::testing(testing::envelope(), mock.clone());
-        let Json(note) = add_note(&ctx, AddNote { text: "milk".into() }).unwrap();
-        assert_eq!(note, Note { id: "n-1".into(), text: "milk".into() });
+        let Json(note) = add_note(
+            &ctx,
+            AddNote {
+                text: "milk".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            note,
+            Note {
+                id: "n-1".into(),
+                text: "milk".into()
+            }
+        );
         let sent = mock.requests();
         assert_eq!(sent.len(), 1);
-        assert_eq!((sent[0].method, sent[0].path.as_str()), (Method::Post, "/notes"));
+        assert_eq!(
+            (sent[0].method, sent[0].path.as_str()),
+            (Method::Post, "/notes")
+        );
     }
 
     #[test]
     fn delete_rejects_ids_that_would_change_the_path() {
         let ctx = Ctx::testing(testing::envelope(), MockDelegate::new());
-        let err = delete_note(&ctx, DeleteNote { id: "../admin".into() }).unwrap_err();
+        let err = delete_note(
+            &ctx,
+            DeleteNote {
+                id: "../admin".into(),
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, ToolError::InvalidInput(_)), "{err:?}");
     }
 

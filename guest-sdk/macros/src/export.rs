@@ -22,7 +22,10 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         };
         let name = last.ident.to_string();
         if seen.contains(&name) {
-            return Err(Error::new_spanned(path, format!("`{name}` is listed twice")));
+            return Err(Error::new_spanned(
+                path,
+                format!("`{name}` is listed twice"),
+            ));
         }
         seen.push(name);
         let mut marker = path.clone();

@@ -207,7 +207,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         return Err(Error::new(u.span(), "tool functions cannot be `unsafe`"));
     }
     if let Some(abi) = &sig.abi {
-        return Err(Error::new(abi.span(), "tool functions cannot declare an ABI"));
+        return Err(Error::new(
+            abi.span(),
+            "tool functions cannot declare an ABI",
+        ));
     }
     let params = check_params(&func)?;
     let output = output_type(&func)?;
@@ -239,7 +242,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         hint(opts.open_world),
     );
     let output_span = output.span();
-    let call_result = quote_spanned!(output_span=> ::airlock_sdk::__private::into_output::<#output>);
+    let call_result =
+        quote_spanned!(output_span=> ::airlock_sdk::__private::into_output::<#output>);
     let ctx_arg = params.takes_ctx.then(|| quote!(ctx,));
     let (schema, parse, arg) = match params.args {
         Some(ty) => {

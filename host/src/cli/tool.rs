@@ -78,10 +78,12 @@ async fn load(file: &Path, no_cache: bool) -> Result<(Sandbox, LoadedComponent),
         ..SandboxSettings::default()
     };
     let sandbox = Sandbox::new(settings).map_err(|e| e.to_string())?;
-    let component = sandbox
-        .load(&wasm)
-        .await
-        .map_err(|e| format!("{} is not a valid airlock tool component: {e}", file.display()))?;
+    let component = sandbox.load(&wasm).await.map_err(|e| {
+        format!(
+            "{} is not a valid airlock tool component: {e}",
+            file.display()
+        )
+    })?;
     Ok((sandbox, component))
 }
 
@@ -116,8 +118,11 @@ pub(crate) async fn run(cmd: ToolCommand, out: &mut (dyn Write + Send)) -> Resul
                 Arc::new(DenyAll)
             } else {
                 Arc::new(
-                    LocalServices::from_mappings(services.iter().map(String::as_str), limits.timeout)
-                        .map_err(|e| e.to_string())?,
+                    LocalServices::from_mappings(
+                        services.iter().map(String::as_str),
+                        limits.timeout,
+                    )
+                    .map_err(|e| e.to_string())?,
                 )
             };
             let delegations = services

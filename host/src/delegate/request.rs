@@ -144,7 +144,9 @@ fn check_header(name: &str, value: &str) -> Result<(), DelegateError> {
     }
     let lower = name.to_ascii_lowercase();
     if FORBIDDEN_HEADERS.contains(&lower.as_str())
-        || FORBIDDEN_HEADER_PREFIXES.iter().any(|p| lower.starts_with(p))
+        || FORBIDDEN_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
     {
         return Err(invalid(format!(
             "header `{name}` may not be set by a tool; the host sets credentials and connection headers"
@@ -262,7 +264,10 @@ mod tests {
             "",
         ] {
             let err = req(path, &[]).unwrap_err();
-            assert!(matches!(err, DelegateError::InvalidRequest(_)), "{path:?}: {err:?}");
+            assert!(
+                matches!(err, DelegateError::InvalidRequest(_)),
+                "{path:?}: {err:?}"
+            );
         }
     }
 
@@ -280,7 +285,10 @@ mod tests {
             "bad header",
         ] {
             let err = req("/x", &[(name, "v")]).unwrap_err();
-            assert!(matches!(err, DelegateError::InvalidRequest(_)), "{name}: {err:?}");
+            assert!(
+                matches!(err, DelegateError::InvalidRequest(_)),
+                "{name}: {err:?}"
+            );
         }
         let err = req("/x", &[("x-ok", "a\r\nb")]).unwrap_err();
         assert!(matches!(err, DelegateError::InvalidRequest(_)));

@@ -154,7 +154,10 @@ fn classify(error: &wasmtime::Error, tripped: Option<Tripped>, limits: &Limits) 
         };
         return CallError::Trap { kind };
     }
-    if error.downcast_ref::<super::state::NoIdentityTrap>().is_some() {
+    if error
+        .downcast_ref::<super::state::NoIdentityTrap>()
+        .is_some()
+    {
         return CallError::BadOutput("`describe` asked for the caller's identity".into());
     }
     // Lifting a malformed value (bad UTF-8, out-of-bounds list) is reported as
@@ -171,7 +174,10 @@ fn classify(error: &wasmtime::Error, tripped: Option<Tripped>, limits: &Limits) 
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let cut = (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
         s.truncate(cut);
         s.push('…');
     }
@@ -256,7 +262,9 @@ fn check_output(
     };
     if let Some(validator) = output_validator {
         let value = structured.as_ref().ok_or_else(|| {
-            CallError::BadOutput("the tool declares an output schema but returned no structured output".into())
+            CallError::BadOutput(
+                "the tool declares an output schema but returned no structured output".into(),
+            )
         })?;
         if let Err(e) = validator.validate(value) {
             return Err(CallError::BadOutput(format!(

@@ -71,7 +71,12 @@ impl Limits {
             max_memory_bytes as u128,
         )?;
         check("timeout_ms", self.timeout.as_millis(), 10, 600_000)?;
-        check("output_bytes", self.output_bytes as u128, 1024, 64 * 1024 * 1024)?;
+        check(
+            "output_bytes",
+            self.output_bytes as u128,
+            1024,
+            64 * 1024 * 1024,
+        )?;
         check("delegate_calls", self.delegate_calls.into(), 0, 10_000)?;
         check("log_lines", self.log_lines.into(), 0, 1_000_000)?;
         check("log_bytes", self.log_bytes as u128, 0, 64 * 1024 * 1024)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+use super::Sandbox;
 use super::bindings::ToolComponentPre;
 use super::bindings::airlock::tool::types as wit;
 use super::call::{self, Guest, Returned};
@@ -14,7 +15,6 @@ use super::error::LoadError;
 use super::limits::{Limits, LimitsError};
 use super::output::{Annotations, ToolDescriptor};
 use super::state::HostState;
-use super::Sandbox;
 use crate::delegate::DenyAll;
 
 /// The only import namespace a tool may use.
@@ -139,8 +139,8 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ToolComponentPre::new(instance_pre)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre =
+            ToolComponentPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
 
         let limits = Limits::default();
         let _permits = self.acquire(None).await.map_err(|_| LoadError::Busy)?;
@@ -174,7 +174,11 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn schema(tool: &str, which: &str, text: &str) -> Result<(serde_json::Value, jsonschema::Validator), LoadError> {
+fn schema(
+    tool: &str,
+    which: &str,
+    text: &str,
+) -> Result<(serde_json::Value, jsonschema::Validator), LoadError> {
     let invalid = |reason: String| LoadError::InvalidDescriptor {
         tool: tool.to_string(),
         reason,
@@ -192,8 +196,11 @@ fn schema(tool: &str, which: &str, text: &str) -> Result<(serde_json::Value, jso
             "the {which} schema must describe an object (`\"type\": \"object\"`)"
         )));
     }
-    let validator = jsonschema::validator_for(&value)
-        .map_err(|e| invalid(format!("the {which} schema is not a valid JSON Schema: {e}")))?;
+    let validator = jsonschema::validator_for(&value).map_err(|e| {
+        invalid(format!(
+            "the {which} schema is not a valid JSON Schema: {e}"
+        ))
+    })?;
     Ok((value, validator))
 }
 

@@ -1,0 +1,7 @@
+#![allow(unused_imports)]
+/// Not a #[tool] function.
+fn helper() {}
+
+airlock_sdk::export_tools!(helper);
+
+fn main() {}

@@ -1,0 +1,19 @@
+#![allow(unused_imports)]
+use airlock_sdk::{tool, Ctx, Json, ToolError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize, JsonSchema)]
+struct Args {
+    text: String,
+}
+
+/// Exported twice.
+#[tool]
+fn echo(args: Args) -> Result<String, ToolError> {
+    Ok(args.text)
+}
+
+airlock_sdk::export_tools!(echo, echo);
+
+fn main() {}

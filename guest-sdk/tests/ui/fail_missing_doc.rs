@@ -1,0 +1,16 @@
+#![allow(unused_imports)]
+use airlock_sdk::{tool, Ctx, Json, ToolError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize, JsonSchema)]
+struct Args {
+    text: String,
+}
+
+#[tool]
+fn echo(args: Args) -> Result<String, ToolError> {
+    Ok(args.text)
+}
+
+fn main() {}

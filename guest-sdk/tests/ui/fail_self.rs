@@ -1,0 +1,21 @@
+#![allow(unused_imports)]
+use airlock_sdk::{tool, Ctx, Json, ToolError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize, JsonSchema)]
+struct Args {
+    text: String,
+}
+
+struct Thing;
+
+impl Thing {
+    /// Methods are not tools.
+    #[tool]
+    fn echo(&self, args: Args) -> Result<String, ToolError> {
+        Ok(args.text)
+    }
+}
+
+fn main() {}
