@@ -3,6 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod delegate;
+pub mod edge;
 pub mod envelope;
+pub mod mcp;
+pub mod registry;
 pub mod sandbox;
+pub mod server;

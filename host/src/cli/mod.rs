@@ -22,6 +22,12 @@ enum Command {
     /// Work with tool components.
     #[command(subcommand)]
     Tool(tool::ToolCommand),
+    /// Run the host from a configuration file.
+    Serve {
+        /// The configuration file (see airlock.example.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Where compiled components are cached between runs.
@@ -54,6 +60,7 @@ pub async fn run(
     };
     let result = match cli.command {
         Command::Tool(cmd) => tool::run(cmd, out).await,
+        Command::Serve { config } => serve(&config, out).await,
     };
     match result {
         Ok(()) => 0,
@@ -62,6 +69,26 @@ pub async fn run(
             1
         }
     }
+}
+
+async fn serve(path: &std::path::Path, out: &mut (dyn Write + Send)) -> Result<(), String> {
+    let config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+    let listen = config.listen;
+    let public = config.public_url.clone();
+    let tenants: Vec<String> = config.tenants.keys().cloned().collect();
+    let host = crate::server::Host::build(config, std::sync::Arc::new(crate::delegate::DenyAll))
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    for tenant in &tenants {
+        let _ = writeln!(out, "MCP endpoint: {public}/mcp/{tenant}");
+    }
+    let _ = out.flush();
+    host.serve(listener, crate::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The binary's entry point.

@@ -1,0 +1,443 @@
+//! The configuration file: one TOML document, validated once into typed
+//! settings. Unknown keys and invalid values fail at start with a message that
+//! names the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sandbox::Limits;
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and position.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The raw file, as written. Every table rejects unknown keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    public_url: String,
+    data_dir: PathBuf,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    tenants: BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_concurrent_calls: Option<u32>,
+    max_concurrent_calls_per_tenant: Option<u32>,
+    queue_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_request_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    install: Vec<RawInstall>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    jwks_uri: Option<String>,
+    algorithms: Option<Vec<String>>,
+    jwks_min_refresh_ms: Option<u64>,
+    jwks_max_age_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstall {
+    component: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    tool_scopes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<usize>,
+    timeout_ms: Option<u64>,
+    output_kib: Option<usize>,
+    delegate_calls: Option<u32>,
+    log_lines: Option<u32>,
+    log_kib: Option<usize>,
+}
+
+/// JWT signature algorithms the edge accepts. Symmetric and `none` are not representable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl SigningAlgorithm {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+/// One trusted token issuer of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerConfig {
+    /// The `iss` value, an https (or loopback http) URL.
+    pub issuer: String,
+    /// Where its keys are; `None` means discover them (RFC 8414, then OpenID).
+    pub jwks_uri: Option<String>,
+    /// Accepted algorithms.
+    pub algorithms: Vec<SigningAlgorithm>,
+    /// Least time between refetches triggered by an unknown `kid`.
+    pub jwks_min_refresh: Duration,
+    /// Refetch keys at least this often.
+    pub jwks_max_age: Duration,
+}
+
+/// A component installed in a tenant, with its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallConfig {
+    /// The component's name in `[components]`.
+    pub component: String,
+    /// Scopes required for every tool of the component.
+    pub scopes: Vec<String>,
+    /// Extra scopes per tool name.
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Per-call limits.
+    pub limits: Limits,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    /// Trusted issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Audiences accepted besides the tenant endpoint's canonical URI.
+    pub extra_audiences: Vec<String>,
+    /// Scopes required for any request to the tenant.
+    pub scopes: Vec<String>,
+    /// Installed components.
+    pub install: Vec<InstallConfig>,
+}
+
+/// Host-wide server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Most tool calls running at once.
+    pub max_concurrent_calls: u32,
+    /// Most tool calls running at once per tenant.
+    pub max_concurrent_calls_per_tenant: u32,
+    /// How long a call waits for a slot.
+    pub queue_timeout: Duration,
+    /// Deadline for one HTTP request.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_request_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The public base URL (scheme, host, port), without a trailing slash.
+    pub public_url: String,
+    /// Where airlock keeps its data.
+    pub data_dir: PathBuf,
+    /// Browser origins allowed to call the MCP endpoints.
+    pub allowed_origins: Vec<String>,
+    /// Server settings.
+    pub server: ServerConfig,
+    /// Components by name, as paths resolved against the config file's directory.
+    pub components: BTreeMap<String, PathBuf>,
+    /// Tenants by id.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// A tenant id: lowercase letters, digits and `-`, 1 to 63 characters.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-')
+}
+
+fn is_loopback_http(url: &url::Url) -> bool {
+    url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
+impl Config {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Validate `text` (named `path` in messages), resolving relative paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+
+        let public = url::Url::parse(&raw.public_url)
+            .map_err(|e| invalid("public_url".into(), e.to_string()))?;
+        if !(public.scheme() == "https" || is_loopback_http(&public)) {
+            return Err(invalid(
+                "public_url".into(),
+                "must be https (plain http only on a loopback host)".into(),
+            ));
+        }
+        if public.path() != "/" || public.query().is_some() {
+            return Err(invalid(
+                "public_url".into(),
+                "must be a bare origin such as https://mcp.example.com".into(),
+            ));
+        }
+        let public_url = raw.public_url.trim_end_matches('/').to_string();
+
+        let defaults = crate::sandbox::SandboxSettings::default();
+        let server = ServerConfig {
+            max_concurrent_calls: raw
+                .server
+                .max_concurrent_calls
+                .unwrap_or(defaults.max_concurrent_calls),
+            max_concurrent_calls_per_tenant: raw
+                .server
+                .max_concurrent_calls_per_tenant
+                .unwrap_or(defaults.max_concurrent_calls_per_tenant),
+            queue_timeout: raw
+                .server
+                .queue_timeout_ms
+                .map_or(defaults.queue_timeout, Duration::from_millis),
+            request_timeout: Duration::from_millis(raw.server.request_timeout_ms.unwrap_or(30_000)),
+            max_request_bytes: raw.server.max_request_bytes.unwrap_or(4 * 1024 * 1024),
+        };
+        if !(1..=4096).contains(&server.max_concurrent_calls) {
+            return Err(invalid(
+                "server.max_concurrent_calls".into(),
+                "must be between 1 and 4096".into(),
+            ));
+        }
+        if server.max_concurrent_calls_per_tenant == 0 {
+            return Err(invalid(
+                "server.max_concurrent_calls_per_tenant".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&server.max_request_bytes) {
+            return Err(invalid(
+                "server.max_request_bytes".into(),
+                "must be between 1 KiB and 256 MiB".into(),
+            ));
+        }
+
+        let mut components = BTreeMap::new();
+        for (name, c) in raw.components {
+            components.insert(name, base.join(c.path));
+        }
+
+        let mut tenants = BTreeMap::new();
+        for (id, t) in raw.tenants {
+            let key = |rest: &str| format!("tenants.{id}.{rest}");
+            if !valid_tenant_id(&id) {
+                return Err(invalid(
+                    format!("tenants.{id}"),
+                    "a tenant id is 1 to 63 lowercase letters, digits and `-`".into(),
+                ));
+            }
+            if t.issuers.is_empty() {
+                return Err(invalid(
+                    key("issuers"),
+                    "at least one issuer is required".into(),
+                ));
+            }
+            let mut issuers = Vec::new();
+            for (i, raw_issuer) in t.issuers.into_iter().enumerate() {
+                let ikey = |rest: &str| key(&format!("issuers[{i}].{rest}"));
+                let url = url::Url::parse(&raw_issuer.issuer)
+                    .map_err(|e| invalid(ikey("issuer"), e.to_string()))?;
+                if !(url.scheme() == "https" || is_loopback_http(&url)) {
+                    return Err(invalid(
+                        ikey("issuer"),
+                        "must be https (plain http only on a loopback host)".into(),
+                    ));
+                }
+                let algorithms = match raw_issuer.algorithms {
+                    None => vec![
+                        SigningAlgorithm::Rs256,
+                        SigningAlgorithm::Es256,
+                        SigningAlgorithm::EdDsa,
+                    ],
+                    Some(list) => {
+                        let mut out = Vec::new();
+                        for a in list {
+                            out.push(SigningAlgorithm::parse(&a).ok_or_else(|| {
+                                invalid(
+                                    ikey("algorithms"),
+                                    format!("`{a}` is not accepted; use RS256, ES256 or EdDSA"),
+                                )
+                            })?);
+                        }
+                        if out.is_empty() {
+                            return Err(invalid(ikey("algorithms"), "may not be empty".into()));
+                        }
+                        out
+                    }
+                };
+                issuers.push(IssuerConfig {
+                    issuer: raw_issuer.issuer,
+                    jwks_uri: raw_issuer.jwks_uri,
+                    algorithms,
+                    jwks_min_refresh: Duration::from_millis(
+                        raw_issuer.jwks_min_refresh_ms.unwrap_or(10_000),
+                    ),
+                    jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
+                });
+            }
+            let mut install = Vec::new();
+            let mut seen = BTreeSet::new();
+            for (i, inst) in t.install.into_iter().enumerate() {
+                let ikey = |rest: &str| key(&format!("install[{i}].{rest}"));
+                if !components.contains_key(&inst.component) {
+                    return Err(invalid(
+                        ikey("component"),
+                        format!("no component `{}` in [components]", inst.component),
+                    ));
+                }
+                if !seen.insert(inst.component.clone()) {
+                    return Err(invalid(ikey("component"), "installed twice".into()));
+                }
+                let d = Limits::default();
+                let l = &inst.limits;
+                let limits = Limits {
+                    memory_bytes: l
+                        .memory_mib
+                        .map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
+                    timeout: l.timeout_ms.map_or(d.timeout, Duration::from_millis),
+                    output_bytes: l
+                        .output_kib
+                        .map_or(d.output_bytes, |k| k.saturating_mul(1024)),
+                    delegate_calls: l.delegate_calls.unwrap_or(d.delegate_calls),
+                    log_lines: l.log_lines.unwrap_or(d.log_lines),
+                    log_bytes: l.log_kib.map_or(d.log_bytes, |k| k.saturating_mul(1024)),
+                };
+                limits
+                    .validate_memory(defaults.max_memory_bytes)
+                    .map_err(|e| invalid(ikey("limits"), e.to_string()))?;
+                install.push(InstallConfig {
+                    component: inst.component,
+                    scopes: inst.scopes,
+                    tool_scopes: inst.tool_scopes,
+                    limits,
+                });
+            }
+            tenants.insert(
+                id,
+                TenantConfig {
+                    issuers,
+                    extra_audiences: t.audiences,
+                    scopes: t.scopes,
+                    install,
+                },
+            );
+        }
+        if tenants.is_empty() {
+            return Err(invalid(
+                "tenants".into(),
+                "configure at least one tenant".into(),
+            ));
+        }
+
+        Ok(Config {
+            listen: raw.listen,
+            public_url,
+            data_dir: base.join(raw.data_dir),
+            allowed_origins: raw.allowed_origins,
+            server,
+            components,
+            tenants,
+        })
+    }
+
+    /// The canonical resource URI of a tenant's MCP endpoint (RFC 8707 audience).
+    pub fn resource_uri(&self, tenant: &str) -> String {
+        format!("{}/mcp/{tenant}", self.public_url)
+    }
+}
+
+#[cfg(test)]
+mod tests;

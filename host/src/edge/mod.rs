@@ -1,0 +1,187 @@
+//! The HTTP edge: the axum router, Origin checks, bearer-token validation,
+//! Protected Resource Metadata, and legacy-session binding. The only module
+//! that reads `Authorization`; everything behind it receives a [`Principal`].
+
+mod auth;
+mod jwks;
+mod principal;
+mod sessions;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use auth::AuthError;
+pub use principal::{BearerToken, Principal};
+
+use crate::config::Config;
+use auth::Challenge;
+use jwks::KeyCache;
+use sessions::SessionBindings;
+
+/// The header carrying a legacy (2025-11-25) MCP session id.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// What the edge needs for every request.
+pub struct Edge {
+    config: Arc<Config>,
+    keys: KeyCache,
+    sessions: SessionBindings,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").finish_non_exhaustive()
+    }
+}
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the HTTP edge: {0}")]
+pub struct EdgeError(String);
+
+impl Edge {
+    /// The edge for `config`.
+    pub fn new(config: Arc<Config>) -> Result<Self, EdgeError> {
+        let issuers = config
+            .tenants
+            .values()
+            .flat_map(|t| t.issuers.iter().cloned())
+            .collect::<Vec<_>>();
+        Ok(Edge {
+            keys: KeyCache::new(issuers).map_err(EdgeError)?,
+            config,
+            sessions: SessionBindings::default(),
+        })
+    }
+
+    fn metadata_url(&self, tenant: &str) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp/{tenant}",
+            self.config.public_url
+        )
+    }
+}
+
+/// Build the router: `/mcp/{tenant}` for each tenant, served by `mcp_services`
+/// (one per tenant), behind authentication; and the metadata documents.
+pub fn router(edge: Arc<Edge>, mcp_services: BTreeMap<String, Router>) -> Router {
+    let mut app = Router::new();
+    for (tenant, service) in mcp_services {
+        let guarded = service.layer(middleware::from_fn_with_state(
+            (edge.clone(), tenant.clone()),
+            guard,
+        ));
+        app = app.nest_service(&format!("/mcp/{tenant}"), guarded);
+    }
+    app.route(
+        "/.well-known/oauth-protected-resource/mcp/{tenant}",
+        get(protected_resource_metadata),
+    )
+    .with_state(edge)
+}
+
+/// RFC 9728 Protected Resource Metadata for one tenant's endpoint.
+async fn protected_resource_metadata(
+    State(edge): State<Arc<Edge>>,
+    Path(tenant): Path<String>,
+) -> Response {
+    let Some(config) = edge.config.tenants.get(&tenant) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    axum::Json(serde_json::json!({
+        "resource": edge.config.resource_uri(&tenant),
+        "authorization_servers": config.issuers.iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
+        "scopes_supported": scopes_supported(config),
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("airlock MCP endpoint for tenant {tenant}"),
+    }))
+    .into_response()
+}
+
+fn scopes_supported(tenant: &crate::config::TenantConfig) -> Vec<String> {
+    let mut scopes: Vec<String> = tenant.scopes.clone();
+    for install in &tenant.install {
+        scopes.extend(install.scopes.iter().cloned());
+        scopes.extend(install.tool_scopes.values().flatten().cloned());
+    }
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
+fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        // Not a browser request: nothing to check.
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    origin == config.public_url || config.allowed_origins.iter().any(|o| o == origin)
+}
+
+/// Authenticate, bind sessions, and hand the request on with its [`Principal`].
+async fn guard(
+    State((edge, tenant)): State<(Arc<Edge>, String)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(tenant_config) = edge.config.tenants.get(&tenant) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !origin_allowed(&edge.config, request.headers()) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let metadata = edge.metadata_url(&tenant);
+    let scope = tenant_config.scopes.join(" ");
+    let challenge = Challenge {
+        resource_metadata: &metadata,
+        scope: &scope,
+    };
+    let token = match auth::bearer(request.headers(), request.uri().query()) {
+        Ok(token) => token,
+        Err(e) => return e.response(&challenge),
+    };
+    let resource = edge.config.resource_uri(&tenant);
+    let principal = match auth::validate(token, &tenant, tenant_config, &resource, &edge.keys).await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(tenant = %tenant, reason = ?e, "request refused at the edge");
+            return e.response(&challenge);
+        }
+    };
+    // A legacy session belongs to the principal that created it.
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session
+        && !edge.sessions.allows(id, &principal)
+    {
+        return (StatusCode::NOT_FOUND, "session not found").into_response();
+    }
+    let is_delete = request.method() == axum::http::Method::DELETE;
+    request.extensions_mut().insert(principal.clone());
+    let response = next.run(request).await;
+    if session.is_none()
+        && let Some(created) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        edge.sessions.bind(created, &principal);
+    }
+    if is_delete && let Some(id) = session {
+        edge.sessions.forget(&id);
+    }
+    response
+}
