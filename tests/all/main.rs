@@ -3,8 +3,10 @@
 
 mod cli;
 mod concurrency;
+mod edge;
 mod examples;
 mod hostile;
 mod loading;
+mod mcp;
 mod memory;
 mod tidy;

@@ -17,6 +17,9 @@ use airlock_host::sandbox::{
     CallError, CallRequest, Limits, LoadedComponent, Sandbox, SandboxSettings, ToolOutput,
 };
 
+pub mod idp;
+pub mod server;
+
 /// Paths of the guest components built from source by `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

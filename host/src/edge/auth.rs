@@ -109,7 +109,8 @@ pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Result<String, AuthEr
         .map_err(|_| AuthError::InvalidToken("the Authorization header is not valid text"))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::BadRequest("only the Bearer scheme is accepted"));
+        // No bearer token was presented: challenge as if none were there.
+        return Err(AuthError::Missing);
     }
     let token = token.trim();
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES || token.contains(char::is_whitespace) {

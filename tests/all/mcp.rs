@@ -1,0 +1,187 @@
+//! End to end with a real MCP client library (rmcp) over HTTP to a listening
+//! host, in both protocol eras: the stateless 2026-07-28 revision and the
+//! 2025-11-25 `initialize` handshake.
+
+use airlock_tests::idp::TestIdp;
+use airlock_tests::server::{TestServer, tenant};
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn connect(url: &str, token: &str, era: &ProtocolVersion) -> Client {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token),
+    );
+    let lifecycle = if *era == ProtocolVersion::V_2025_11_25 {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![era.clone()],
+        }
+    };
+    ().serve_with_lifecycle(transport, lifecycle)
+        .await
+        .unwrap_or_else(|e| panic!("connect in era {era}: {e}"))
+}
+
+fn args(v: Value) -> rmcp::model::JsonObject {
+    v.as_object().cloned().expect("object")
+}
+
+async fn one_tenant() -> (TestServer, TestIdp) {
+    let idp = TestIdp::start("").await;
+    let server = TestServer::start(&tenant("acme", &idp.issuer, &["mcp"])).await;
+    (server, idp)
+}
+
+const ERAS: [ProtocolVersion; 2] = [ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25];
+
+#[tokio::test]
+async fn list_and_call_tools_in_both_eras() {
+    let (server, idp) = one_tenant().await;
+    let url = server.endpoint("acme");
+    for era in &ERAS {
+        let token = idp.token(&url, "alice", "mcp whoami");
+        let client = connect(&url, &token, era).await;
+        let mut names: Vec<String> = client
+            .list_all_tools()
+            .await
+            .expect("tools/list")
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["echo", "whoami"], "era {era}");
+
+        let result = client
+            .call_tool(
+                CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "hi"}))),
+            )
+            .await
+            .expect("tools/call echo");
+        assert_ne!(result.is_error, Some(true), "{result:?}");
+        let text = serde_json::to_string(&result.content).expect("json");
+        assert!(text.contains("hi"), "era {era}: {text}");
+
+        let result = client
+            .call_tool(CallToolRequestParams::new("whoami"))
+            .await
+            .expect("tools/call whoami");
+        let who = result.structured_content.expect("structured whoami");
+        assert_eq!(who["actor"]["subject"], "alice", "era {era}: {who}");
+        assert_eq!(who["tenant"], "acme", "era {era}: {who}");
+        client.cancel().await.expect("close");
+    }
+}
+
+#[tokio::test]
+async fn hidden_tools_are_indistinguishable_from_unknown_ones() {
+    let (server, idp) = one_tenant().await;
+    let url = server.endpoint("acme");
+    for era in &ERAS {
+        // No `whoami` scope: the tool is neither listed nor callable.
+        let token = idp.token(&url, "bob", "mcp");
+        let client = connect(&url, &token, era).await;
+        let tools = client.list_all_tools().await.expect("tools/list");
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, ["echo"], "era {era}");
+        let hidden = client
+            .call_tool(CallToolRequestParams::new("whoami"))
+            .await
+            .expect_err("hidden tool");
+        let unknown = client
+            .call_tool(CallToolRequestParams::new("nosuch"))
+            .await
+            .expect_err("unknown tool");
+        let shape =
+            |e: &rmcp::ServiceError| e.to_string().replace("whoami", "X").replace("nosuch", "X");
+        assert_eq!(shape(&hidden), shape(&unknown), "era {era}");
+        client.cancel().await.expect("close");
+    }
+}
+
+#[tokio::test]
+async fn tool_failures_come_back_as_tool_errors() {
+    let (server, idp) = one_tenant().await;
+    let url = server.endpoint("acme");
+    let token = idp.token(&url, "alice", "mcp");
+    let client = connect(&url, &token, &ProtocolVersion::V_2026_07_28).await;
+    // Invalid input: echo wants a string `text`.
+    let result = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"text": 5}))))
+        .await
+        .expect("tools/call");
+    assert_eq!(result.is_error, Some(true));
+    let text = serde_json::to_string(&result.content).expect("json");
+    assert!(text.contains("invalid"), "{text}");
+    client.cancel().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_globex_token_is_refused_at_acme() {
+    let acme = TestIdp::start("").await;
+    let globex = TestIdp::start("").await;
+    let config = format!(
+        "{}{}",
+        tenant("acme", &acme.issuer, &[]),
+        tenant("globex", &globex.issuer, &[])
+    );
+    let server = TestServer::start(&config).await;
+    let token = globex.token(&server.endpoint("globex"), "carol", "");
+    // The same token works at its own tenant…
+    let client = connect(
+        &server.endpoint("globex"),
+        &token,
+        &ProtocolVersion::V_2026_07_28,
+    )
+    .await;
+    assert!(!client.list_all_tools().await.expect("list").is_empty());
+    client.cancel().await.expect("close");
+    // …and is refused at acme.
+    let response = reqwest::Client::new()
+        .post(server.endpoint("acme"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_calls() {
+    let (mut server, idp) = one_tenant().await;
+    let url = server.endpoint("acme");
+    let token = idp.token(&url, "alice", "mcp");
+    let client = connect(&url, &token, &ProtocolVersion::V_2026_07_28).await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let peer = client.peer().clone();
+            tokio::spawn(async move {
+                peer.call_tool(
+                    CallToolRequestParams::new("echo")
+                        .with_arguments(args(json!({"text": format!("n{i}")}))),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    server.begin_stop();
+    for call in calls {
+        // Each call either completed or was never accepted; none is cut off
+        // half-way with a broken response.
+        if let Ok(result) = call.await.expect("join") {
+            assert_ne!(result.is_error, Some(true));
+        }
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), server.finished())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+}
