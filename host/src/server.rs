@@ -93,6 +93,10 @@ impl Host {
         }
         let edge = Arc::new(Edge::new(config.clone())?);
         let router = edge::router(edge, services)
+            .layer(axum::middleware::from_fn_with_state(
+                config.server.request_timeout,
+                deadline,
+            ))
             .layer(DefaultBodyLimit::max(config.server.max_request_bytes))
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
                 config.server.max_request_bytes,
@@ -140,6 +144,41 @@ impl Host {
         self.shutdown.cancel();
         Ok(())
     }
+}
+
+/// Every request has a deadline: its response must start within it, and a
+/// POST's response (often a short event stream carrying one JSON-RPC reply)
+/// ends at it. Only the long-lived GET event stream of a legacy session is
+/// exempt. Without this, a request the protocol layer parks (for instance a
+/// duplicate in-flight JSON-RPC id) would hold its connection forever.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+
+    let bounded_body = request.method() != axum::http::Method::GET;
+    let until = tokio::time::Instant::now() + limit;
+    let response = match tokio::time::timeout_at(until, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            return (
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                "the request did not complete within the server's request timeout",
+            )
+                .into_response();
+        }
+    };
+    if !bounded_body {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let stream = body
+        .into_data_stream()
+        .take_until(tokio::time::sleep_until(until));
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -185,3 +185,30 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
         .expect("shutdown finishes")
         .expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn every_request_ends_at_the_request_timeout() {
+    let idp = TestIdp::start("").await;
+    // The tool may run for 20 s, but no HTTP request may take more than 0.3 s.
+    let config = format!(
+        "[server]\nrequest_timeout_ms = 300\n[tenants.acme]\n\
+         issuers = [{{ issuer = {:?} }}]\n\
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\nlimits = {{ timeout_ms = 20000 }}\n",
+        idp.issuer
+    );
+    let server = TestServer::start(&config).await;
+    let url = server.endpoint("acme");
+    let token = idp.token(&url, "alice", "");
+    let client = connect(&url, &token, &ProtocolVersion::V_2026_07_28).await;
+    let started = std::time::Instant::now();
+    let outcome = client.call_tool(CallToolRequestParams::new("spin")).await;
+    assert!(
+        outcome.is_err(),
+        "a spinning call cannot complete: {outcome:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the request outlived its deadline: {:?}",
+        started.elapsed()
+    );
+}

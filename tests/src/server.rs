@@ -22,7 +22,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Start a host whose configuration is the standard head (listen, public
-    /// URL, data directory, components `echo`, `whoami`, `notes`) followed by
+    /// URL, data directory, components `echo`, `whoami`, `notes`, `hostile`) followed by
     /// `rest` (tenants and server settings).
     pub async fn start(rest: &str) -> Self {
         Self::start_with(rest, Arc::new(DenyAll)).await
@@ -41,11 +41,13 @@ impl TestServer {
              allowed_origins = [\"http://localhost:6274\"]\n\
              [components.echo]\npath = {echo:?}\n\
              [components.whoami]\npath = {whoami:?}\n\
-             [components.notes]\npath = {notes:?}\n{rest}",
+             [components.notes]\npath = {notes:?}\n\
+             [components.hostile]\npath = {hostile:?}\n{rest}",
             data = data.path().display().to_string(),
             echo = guests::ECHO,
             whoami = guests::WHOAMI,
             notes = guests::NOTES,
+            hostile = guests::HOSTILE,
         );
         let config = Config::parse(&text, Path::new("test.toml"), data.path())
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));

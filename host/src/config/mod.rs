@@ -292,6 +292,14 @@ impl Config {
                 "must be between 1 and 4096".into(),
             ));
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&server.request_timeout)
+        {
+            return Err(invalid(
+                "server.request_timeout_ms".into(),
+                "must be between 10 ms and one hour".into(),
+            ));
+        }
         if server.max_concurrent_calls_per_tenant == 0 {
             return Err(invalid(
                 "server.max_concurrent_calls_per_tenant".into(),
