@@ -10,9 +10,9 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const TARGET: &str = "wasm32-unknown-unknown";
+#[path = "../host/src/dev/guest_build.rs"]
+mod guest_build;
 
 /// (workspace directory relative to the repository root, member crates)
 const WORKSPACES: &[(&str, &[&str])] = &[
@@ -41,7 +41,9 @@ fn main() -> Result<()> {
         .ok_or("unexpected OUT_DIR layout")?
         .join("airlock-guests");
 
-    ensure_wasm_target()?;
+    guest_build::ensure_wasm_target(&rustc(), &root, &mut |note| {
+        println!("cargo:warning={note}");
+    })?;
 
     let mut consts = String::new();
     let mut all = String::from(
@@ -51,13 +53,11 @@ fn main() -> Result<()> {
         let workspace = root.join(dir);
         watch(&workspace)?;
         let target_dir = target_root.join(dir.replace('/', "-"));
-        build_workspace(&workspace, &target_dir)?;
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        guest_build::build_workspace(&cargo, &workspace, &target_dir)?;
         for member in *members {
             let file = member.replace('-', "_");
-            let wasm = target_dir
-                .join(TARGET)
-                .join("release")
-                .join(format!("{file}.wasm"));
+            let wasm = guest_build::component_path(&target_dir, member);
             if !wasm.exists() {
                 return Err(format!("building {dir} did not produce {}", wasm.display()));
             }
@@ -115,61 +115,4 @@ fn watch(workspace: &Path) -> Result<()> {
 
 fn rustc() -> String {
     env::var("RUSTC").unwrap_or_else(|_| "rustc".into())
-}
-
-fn ensure_wasm_target() -> Result<()> {
-    let sysroot = Command::new(rustc())
-        .args(["--print", "sysroot"])
-        .output()
-        .map_err(|e| format!("cannot run rustc: {e}"))?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if sysroot.join("lib/rustlib").join(TARGET).exists() {
-        return Ok(());
-    }
-    let toolchain = sysroot
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    println!("cargo:warning=installing the {TARGET} target for toolchain {toolchain}");
-    let status = Command::new("rustup")
-        .args(["target", "add", TARGET, "--toolchain", &toolchain])
-        .status();
-    match status {
-        Ok(s) if s.success() && sysroot.join("lib/rustlib").join(TARGET).exists() => Ok(()),
-        _ => Err(format!(
-            "the {TARGET} target is missing and could not be installed; run:\n    \
-             rustup target add {TARGET} --toolchain {toolchain}"
-        )),
-    }
-}
-
-fn build_workspace(workspace: &Path, target_dir: &Path) -> Result<()> {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // Cargo's configuration comes from the working directory: the guest
-    // workspace's .cargo/config.toml sets the component linker.
-    cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
-        .arg(target_dir);
-    // Nothing from the outer build may leak into the guest build: host
-    // rustflags, clippy's wrapper, the outer target settings.
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let outer =
-            key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_MAKEFLAGS");
-        if outer || key.starts_with("RUSTC_") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
-            cmd.env_remove(&key);
-        }
-    }
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo for {}: {e}", workspace.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the guests in {} failed:\n{}",
-            workspace.display(),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(())
 }

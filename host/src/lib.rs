@@ -5,9 +5,11 @@
 pub mod cli;
 pub mod config;
 pub mod delegate;
+pub mod dev;
 pub mod edge;
 pub mod envelope;
 pub mod mcp;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+pub mod storage;

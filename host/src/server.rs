@@ -108,6 +108,13 @@ impl Host {
         })
     }
 
+    /// Serve `routes` beside the MCP endpoints (used by `airlock dev` for its
+    /// authorization servers).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// The router, for embedding or tests.
     pub fn router(&self) -> Router {
         self.router.clone()

@@ -3,6 +3,7 @@
 
 mod cli;
 mod concurrency;
+mod dev;
 mod edge;
 mod examples;
 mod hostile;

@@ -28,6 +28,35 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run everything locally: demo tenants, example tools, development
+    /// authorization servers. Listens on loopback only.
+    Dev {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Where to listen (a loopback address).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Use the components echo.wasm, whoami.wasm and notes.wasm in DIR
+        /// instead of building the example tools from source.
+        #[arg(long, value_name = "DIR")]
+        tools: Option<PathBuf>,
+    },
+    /// Print a bearer token for a demo user, from `airlock dev` data.
+    Token {
+        /// The demo tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The demo user.
+        #[arg(long)]
+        user: String,
+        /// A scope to grant (repeatable; default: every scope the tenant offers).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The data directory `airlock dev` used.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
 }
 
 /// Where compiled components are cached between runs.
@@ -61,6 +90,29 @@ pub async fn run(
     let result = match cli.command {
         Command::Tool(cmd) => tool::run(cmd, out).await,
         Command::Serve { config } => serve(&config, out).await,
+        Command::Dev {
+            data,
+            listen,
+            tools,
+        } => {
+            dev(
+                crate::dev::DevOptions {
+                    data,
+                    listen,
+                    tools,
+                },
+                out,
+            )
+            .await
+        }
+        Command::Token {
+            tenant,
+            user,
+            scopes,
+            data,
+        } => crate::dev::token(&data, &tenant, &user, &scopes).map(|token| {
+            let _ = writeln!(out, "{token}");
+        }),
     };
     match result {
         Ok(()) => 0,
@@ -89,6 +141,14 @@ async fn serve(path: &std::path::Path, out: &mut (dyn Write + Send)) -> Result<(
     host.serve(listener, crate::server::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn dev(options: crate::dev::DevOptions, out: &mut (dyn Write + Send)) -> Result<(), String> {
+    let data = options.data.clone();
+    let server = crate::dev::DevServer::start(options, out).await?;
+    let _ = write!(out, "{}", server.banner(&data));
+    let _ = out.flush();
+    server.serve(crate::server::shutdown_signal()).await
 }
 
 /// The binary's entry point.

@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower_http::cors::{self, AllowOrigin, CorsLayer};
 
 pub use auth::AuthError;
 pub use principal::{BearerToken, Principal};
@@ -73,18 +74,49 @@ impl Edge {
 /// (one per tenant), behind authentication; and the metadata documents.
 pub fn router(edge: Arc<Edge>, mcp_services: BTreeMap<String, Router>) -> Router {
     let mut app = Router::new();
+    let cors = mcp_cors(&edge.config);
     for (tenant, service) in mcp_services {
-        let guarded = service.layer(middleware::from_fn_with_state(
-            (edge.clone(), tenant.clone()),
-            guard,
-        ));
+        let guarded = service
+            .layer(middleware::from_fn_with_state(
+                (edge.clone(), tenant.clone()),
+                guard,
+            ))
+            .layer(cors.clone());
         app = app.nest_service(&format!("/mcp/{tenant}"), guarded);
     }
     app.route(
         "/.well-known/oauth-protected-resource/mcp/{tenant}",
-        get(protected_resource_metadata),
+        get(protected_resource_metadata).layer(public_cors()),
     )
     .with_state(edge)
+}
+
+/// CORS for public documents: any origin may read them, without credentials.
+pub fn public_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(cors::Any)
+}
+
+/// CORS for the MCP endpoints: only the configured browser origins, with the
+/// headers MCP clients send and read.
+fn mcp_cors(config: &Config) -> CorsLayer {
+    let mut origins: Vec<HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    origins.extend(HeaderValue::from_str(&config.public_url).ok());
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(cors::Any)
+        .expose_headers([
+            HeaderName::from_static(SESSION_HEADER),
+            HeaderName::from_static("mcp-protocol-version"),
+            header::WWW_AUTHENTICATE,
+        ])
 }
 
 /// RFC 9728 Protected Resource Metadata for one tenant's endpoint.

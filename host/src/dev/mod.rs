@@ -1,0 +1,325 @@
+//! `airlock dev` and `airlock token`: everything local, no setup. Two demo
+//! tenants with the example tools installed, each with a development OAuth
+//! authorization server, all on one loopback listener. Nothing here is
+//! reachable from `airlock serve`.
+
+mod authserver;
+pub mod guest_build;
+mod keys;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::delegate::DenyAll;
+use crate::server::Host;
+use crate::storage::Storage;
+use authserver::{DevAuth, TenantIssuer};
+use keys::IssuerKey;
+
+/// A demo tenant.
+#[derive(Debug)]
+pub struct DemoTenant {
+    /// The tenant id.
+    pub id: &'static str,
+    /// The demo users who may log in.
+    pub users: &'static [&'static str],
+    /// The example tools installed, with the extra scope each needs.
+    pub tools: &'static [(&'static str, Option<&'static str>)],
+}
+
+/// The demo tenants.
+pub const DEMO_TENANTS: &[DemoTenant] = &[
+    DemoTenant {
+        id: "acme",
+        users: &["alice", "bob"],
+        tools: &[("echo", None), ("whoami", None), ("notes", Some("notes"))],
+    },
+    DemoTenant {
+        id: "globex",
+        users: &["carol"],
+        tools: &[("echo", None), ("whoami", None)],
+    },
+];
+
+/// The scope every demo tenant requires.
+pub const TENANT_SCOPE: &str = "mcp";
+/// The example tools.
+const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes"];
+/// Browser origins of MCP Inspector.
+const INSPECTOR_ORIGINS: &[&str] = &["http://localhost:6274", "http://127.0.0.1:6274"];
+
+impl DemoTenant {
+    fn scopes(&self) -> Vec<String> {
+        let mut scopes = vec![TENANT_SCOPE.to_string()];
+        scopes.extend(self.tools.iter().filter_map(|(_, s)| s.map(String::from)));
+        scopes
+    }
+}
+
+fn demo(tenant: &str) -> Result<&'static DemoTenant, String> {
+    DEMO_TENANTS.iter().find(|t| t.id == tenant).ok_or_else(|| {
+        let known: Vec<&str> = DEMO_TENANTS.iter().map(|t| t.id).collect();
+        format!(
+            "no demo tenant `{tenant}`; the demo tenants are {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// What `airlock dev` needs.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The data directory (sled database, signing keys, compiled components).
+    pub data: PathBuf,
+    /// Where to listen: a loopback address.
+    pub listen: SocketAddr,
+    /// A directory holding `echo.wasm`, `whoami.wasm` and `notes.wasm`; when
+    /// absent the example tools are built from this source tree.
+    pub tools: Option<PathBuf>,
+}
+
+/// What the dev server remembers for `airlock token`.
+#[derive(Debug, Serialize, Deserialize)]
+struct DevState {
+    public_url: String,
+}
+
+fn keys_dir(data: &Path) -> PathBuf {
+    data.join("dev")
+}
+
+/// The example tools: from `explicit`, or built from the source tree.
+fn example_tools(
+    explicit: Option<&Path>,
+    out: &mut (dyn Write + Send),
+) -> Result<BTreeMap<&'static str, PathBuf>, String> {
+    let dir = match explicit {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(|root| root.join("example-tools"))
+                .filter(|p| p.join("Cargo.toml").exists())
+                .ok_or_else(|| {
+                    "the example-tools source is not next to this build of airlock; \
+                     pass --tools DIR with echo.wasm, whoami.wasm and notes.wasm"
+                        .to_string()
+                })?;
+            let target = source.join("target");
+            let _ = writeln!(out, "building the example tools in {} …", source.display());
+            let _ = out.flush();
+            guest_build::ensure_wasm_target("rustc", &source, &mut |note| {
+                let _ = writeln!(out, "{note}");
+            })?;
+            guest_build::build_workspace("cargo", &source, &target)?;
+            guest_build::component_path(&target, "echo")
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or("unexpected target layout")?
+        }
+    };
+    let mut tools = BTreeMap::new();
+    for name in EXAMPLE_TOOLS {
+        let path = dir.join(format!("{name}.wasm"));
+        if !path.is_file() {
+            return Err(format!("{} is missing", path.display()));
+        }
+        tools.insert(*name, path);
+    }
+    Ok(tools)
+}
+
+/// The configuration `airlock dev` runs: the same format `airlock serve` reads.
+fn dev_config(
+    listen: SocketAddr,
+    url: &str,
+    data: &Path,
+    tools: &BTreeMap<&str, PathBuf>,
+) -> Result<Config, String> {
+    let mut text = format!(
+        "listen = \"{listen}\"\npublic_url = \"{url}\"\ndata_dir = {data:?}\nallowed_origins = {INSPECTOR_ORIGINS:?}\n",
+        data = data.display().to_string(),
+    );
+    for (name, path) in tools {
+        let _ = writeln!(
+            text,
+            "[components.{name}]\npath = {:?}",
+            path.display().to_string()
+        );
+    }
+    for t in DEMO_TENANTS {
+        let issuer = format!("{url}/dev/{}", t.id);
+        let _ = writeln!(
+            text,
+            "[tenants.{id}]\nissuers = [{{ issuer = \"{issuer}\", jwks_uri = \"{issuer}/jwks\", algorithms = [\"EdDSA\"] }}]\nscopes = [\"{TENANT_SCOPE}\"]",
+            id = t.id
+        );
+        for (tool, scope) in t.tools {
+            let scopes: Vec<&str> = scope.iter().copied().collect();
+            let _ = writeln!(
+                text,
+                "[[tenants.{id}.install]]\ncomponent = \"{tool}\"\nscopes = {scopes:?}",
+                id = t.id
+            );
+        }
+    }
+    Config::parse(&text, Path::new("<airlock dev>"), data).map_err(|e| e.to_string())
+}
+
+/// A dev host, bound and ready to serve.
+#[derive(Debug)]
+pub struct DevServer {
+    /// `http://ADDR`.
+    pub url: String,
+    host: Host,
+    listener: tokio::net::TcpListener,
+}
+
+impl DevServer {
+    /// Build the example tools (unless given), open the data directory, bind,
+    /// and assemble the host with the development authorization servers.
+    pub async fn start(options: DevOptions, out: &mut (dyn Write + Send)) -> Result<Self, String> {
+        if !options.listen.ip().is_loopback() {
+            return Err(format!(
+                "airlock dev listens on loopback only (its users log in without passwords); \
+                 {} is not a loopback address",
+                options.listen
+            ));
+        }
+        let tools = example_tools(options.tools.as_deref(), out)?;
+        std::fs::create_dir_all(&options.data)
+            .map_err(|e| format!("cannot create {}: {e}", options.data.display()))?;
+        let data = std::fs::canonicalize(&options.data)
+            .map_err(|e| format!("cannot use {}: {e}", options.data.display()))?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let url = format!("http://{addr}");
+        let config = dev_config(addr, &url, &data, &tools)?;
+
+        let storage = Storage::open(&data.join("db")).map_err(|e| e.to_string())?;
+        let mut issuers = BTreeMap::new();
+        for t in DEMO_TENANTS {
+            issuers.insert(
+                t.id.to_string(),
+                TenantIssuer {
+                    issuer: format!("{url}/dev/{}", t.id),
+                    resource: config.resource_uri(t.id),
+                    users: t.users.iter().map(|u| u.to_string()).collect(),
+                    scopes: t.scopes(),
+                    key: IssuerKey::load_or_create(&keys_dir(&data), t.id)?,
+                },
+            );
+        }
+        let state = serde_json::to_vec_pretty(&DevState {
+            public_url: url.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        std::fs::write(keys_dir(&data).join("dev.json"), state)
+            .map_err(|e| format!("cannot write {}: {e}", data.display()))?;
+        let auth = Arc::new(DevAuth::new(issuers, &storage)?);
+        let host = Host::build(config, Arc::new(DenyAll))
+            .await
+            .map_err(|e| e.to_string())?
+            .with_routes(authserver::router(auth));
+        Ok(DevServer {
+            url,
+            host,
+            listener,
+        })
+    }
+
+    /// The endpoints and how to connect, for the terminal.
+    pub fn banner(&self, data: &Path) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\nairlock dev is running; data in {}\n", data.display());
+        for t in DEMO_TENANTS {
+            let _ = writeln!(
+                s,
+                "  tenant {:<7} {}/mcp/{:<7} users: {}   issuer: {}/dev/{}",
+                t.id,
+                self.url,
+                t.id,
+                t.users.join(", "),
+                self.url,
+                t.id
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nConnect MCP Inspector (Node.js 22+), then Connect and log in as alice:\n\n  \
+             npx @modelcontextprotocol/inspector --transport http --server-url {}/mcp/acme\n",
+            self.url
+        );
+        let _ = writeln!(
+            s,
+            "A bearer token for scripts:\n\n  cargo run -p airlock-host -- token --tenant acme --user alice --data {}\n",
+            data.display()
+        );
+        s
+    }
+
+    /// Serve until `signal` completes.
+    pub async fn serve(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        self.host
+            .serve(self.listener, signal)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `airlock token`: a bearer token from the dev data in `data`.
+pub fn token(data: &Path, tenant: &str, user: &str, scopes: &[String]) -> Result<String, String> {
+    let demo = demo(tenant)?;
+    if !demo.users.contains(&user) {
+        return Err(format!(
+            "no demo user `{user}` in tenant `{tenant}`; its users are {}",
+            demo.users.join(", ")
+        ));
+    }
+    let offered = demo.scopes();
+    if let Some(bad) = scopes.iter().find(|s| !offered.contains(s)) {
+        return Err(format!(
+            "scope `{bad}` is not offered by tenant `{tenant}`; it offers {}",
+            offered.join(", ")
+        ));
+    }
+    let dir = keys_dir(data);
+    let not_dev = || {
+        format!(
+            "{} holds no airlock dev data; start `airlock dev --data {}` once first",
+            data.display(),
+            data.display()
+        )
+    };
+    let state = std::fs::read(dir.join("dev.json")).map_err(|_| not_dev())?;
+    let state: DevState = serde_json::from_slice(&state).map_err(|_| not_dev())?;
+    let key = IssuerKey::load(&dir, tenant)?.ok_or_else(not_dev)?;
+    let scope = if scopes.is_empty() {
+        offered.join(" ")
+    } else {
+        scopes.join(" ")
+    };
+    keys::mint(
+        &key,
+        &format!("{}/dev/{tenant}", state.public_url),
+        user,
+        &format!("{}/mcp/{tenant}", state.public_url),
+        &scope,
+        "airlock-token",
+        std::time::Duration::from_secs(3600),
+    )
+}
