@@ -411,3 +411,54 @@ async fn airlock_token_mints_tokens_for_its_own_tenant_only() {
     assert_eq!(code, 1);
     assert!(err.contains("no airlock dev data"), "{err}");
 }
+
+#[tokio::test]
+async fn a_login_hint_naming_a_demo_user_skips_the_page() {
+    let dev = start_dev().await;
+    let meta = discover(&dev).await;
+    let client_id = register(&meta).await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/mcp/acme", dev.url);
+    let endpoint = meta["authorization_endpoint"].as_str().expect("authorize");
+    let params = |hint: &'static str| {
+        [
+            ("response_type", "code".to_string()),
+            ("client_id", client_id.clone()),
+            ("redirect_uri", REDIRECT.to_string()),
+            ("code_challenge", challenge.clone()),
+            ("code_challenge_method", "S256".to_string()),
+            ("resource", resource.clone()),
+            ("login_hint", hint.to_string()),
+        ]
+    };
+    // Not a demo user of this tenant: the page is shown.
+    let page = http()
+        .get(endpoint)
+        .query(&params("carol"))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(page.status(), 200);
+    let response = http()
+        .get(endpoint)
+        .query(&params("bob"))
+        .send()
+        .await
+        .expect("authorize");
+    assert!(response.status().is_redirection());
+    let q = query_of(response.headers()["location"].to_str().expect("location"));
+    let (status, tokens) = token_request(
+        &meta,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let who = call_whoami(&resource, tokens["access_token"].as_str().expect("at")).await;
+    assert_eq!(who["actor"]["subject"], "bob");
+}

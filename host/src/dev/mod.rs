@@ -39,7 +39,7 @@ pub const DEMO_TENANTS: &[DemoTenant] = &[
     DemoTenant {
         id: "acme",
         users: &["alice", "bob"],
-        tools: &[("echo", None), ("whoami", None), ("notes", Some("notes"))],
+        tools: &[("echo", None), ("whoami", None), ("notes", None)],
     },
     DemoTenant {
         id: "globex",

@@ -203,7 +203,7 @@ async fn guard(
     }
     let is_delete = request.method() == axum::http::Method::DELETE;
     request.extensions_mut().insert(principal.clone());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     if session.is_none()
         && let Some(created) = response
             .headers()
@@ -214,6 +214,10 @@ async fn guard(
     }
     if is_delete && let Some(id) = session {
         edge.sessions.forget(&id);
+        // A terminated session has nothing to say: 204, as clients expect.
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+        }
     }
     response
 }
