@@ -1,8 +1,8 @@
 //! The airlock guest SDK: write MCP tools as plain Rust functions and build them
 //! into WebAssembly components that the airlock host runs in a sandbox.
 //!
-//! ```ignore
-//! use airlock_sdk::{tool, Ctx, Json, ToolError};
+//! ```
+//! use airlock_sdk::{tool, Ctx, ToolError};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! struct Greet { name: String }
@@ -14,6 +14,7 @@
 //! }
 //!
 //! airlock_sdk::export_tools!(greet);
+//! # fn main() {}
 //! ```
 //!
 //! A tool function takes an optional `&Ctx` and at most one argument value (any

@@ -1,8 +1,13 @@
 //! Run tools natively in unit tests, without wasm or a host.
 //!
-//! ```ignore
+//! ```
 //! use airlock_sdk::testing::{self, MockDelegate};
-//! use airlock_sdk::{Ctx, Response};
+//! use airlock_sdk::{Ctx, Response, ToolError};
+//!
+//! fn list_notes(ctx: &Ctx) -> Result<String, ToolError> {
+//!     let response = ctx.delegate("notes").get("/notes").send()?;
+//!     Ok(response.text()?)
+//! }
 //!
 //! let notes = MockDelegate::new().route("notes", |req| {
 //!     assert_eq!(req.path, "/notes");
