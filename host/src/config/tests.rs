@@ -77,6 +77,20 @@ fn errors_name_the_bad_key() {
             ),
             "public_url",
         ),
+        (
+            GOOD.replace(
+                "data_dir = \"data\"",
+                "data_dir = \"data\"\n[server]\nrequest_timeout_ms = 0",
+            ),
+            "server.request_timeout_ms",
+        ),
+        (
+            GOOD.replace(
+                "data_dir = \"data\"",
+                "data_dir = \"data\"\n[server]\nmax_request_bytes = 10",
+            ),
+            "server.max_request_bytes",
+        ),
     ];
     for (text, key) in cases {
         let err = parse(&text).unwrap_err().to_string();
