@@ -372,3 +372,28 @@ async fn a_legacy_session_belongs_to_its_creator() {
     assert_ne!(own.status(), 404);
     assert_ne!(own.status(), 401);
 }
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_are_refused() {
+    let idp = TestIdp::start("").await;
+    let config = format!(
+        "[server]\nmax_request_bytes = 4096\n{}",
+        tenant("acme", &idp.issuer, &[])
+    );
+    let server = TestServer::start(&config).await;
+    let url = server.endpoint("acme");
+    let token = idp.token(&url, "alice", "");
+    let mut big = initialize();
+    big["params"]["clientInfo"]["name"] = json!("x".repeat(8192));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", bearer(&token))
+        .json(&big)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 413);
+    // A normal request still works.
+    assert_eq!(post(&url, Some(&bearer(&token))).await.status(), 200);
+}

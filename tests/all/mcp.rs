@@ -2,6 +2,12 @@
 //! host, in both protocol eras: the stateless 2026-07-28 revision and the
 //! 2025-11-25 `initialize` handshake.
 
+use std::sync::Arc;
+
+use airlock_host::delegate::{
+    BoxFuture, Delegate, DelegateError, DelegateResponse, OutboundRequest,
+};
+use airlock_host::envelope::Envelope;
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::{TestServer, tenant};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
@@ -153,37 +159,74 @@ async fn a_globex_token_is_refused_at_acme() {
     assert_eq!(response.status(), 401);
 }
 
+/// A service that answers after a pause, so calls are in flight when the
+/// server is asked to stop.
+struct Pause(std::time::Duration);
+
+impl Delegate for Pause {
+    fn fetch<'a>(
+        &'a self,
+        _envelope: &'a Envelope,
+        _service: &'a str,
+        _request: OutboundRequest,
+    ) -> BoxFuture<'a, Result<DelegateResponse, DelegateError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            Ok(DelegateResponse {
+                status: 200,
+                headers: vec![],
+                body: vec![],
+            })
+        })
+    }
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_calls() {
-    let (mut server, idp) = one_tenant().await;
+    let idp = TestIdp::start("").await;
+    let config = format!(
+        "[tenants.acme]\nissuers = [{{ issuer = {:?} }}]\n\
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\n",
+        idp.issuer
+    );
+    let delay = std::time::Duration::from_millis(800);
+    let mut server = TestServer::start_with(&config, Arc::new(Pause(delay))).await;
     let url = server.endpoint("acme");
-    let token = idp.token(&url, "alice", "mcp");
+    let token = idp.token(&url, "alice", "");
     let client = connect(&url, &token, &ProtocolVersion::V_2026_07_28).await;
-    let calls: Vec<_> = (0..8)
-        .map(|i| {
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
             let peer = client.peer().clone();
             tokio::spawn(async move {
-                peer.call_tool(
-                    CallToolRequestParams::new("echo")
-                        .with_arguments(args(json!({"text": format!("n{i}")}))),
-                )
-                .await
+                peer.call_tool(CallToolRequestParams::new("slow_delegate"))
+                    .await
             })
         })
         .collect();
-    tokio::task::yield_now().await;
+    // Let every call reach the paused service, then ask the server to stop.
+    tokio::time::sleep(delay / 4).await;
     server.begin_stop();
     for call in calls {
-        // Each call either completed or was never accepted; none is cut off
-        // half-way with a broken response.
-        if let Ok(result) = call.await.expect("join") {
-            assert_ne!(result.is_error, Some(true));
-        }
+        let result = call
+            .await
+            .expect("join")
+            .expect("an in-flight call completes");
+        assert_ne!(result.is_error, Some(true), "{result:?}");
+        let text = serde_json::to_string(&result.content).expect("json");
+        assert!(text.contains("status 200"), "{text}");
     }
     tokio::time::timeout(std::time::Duration::from_secs(60), server.finished())
         .await
         .expect("shutdown finishes")
         .expect("clean shutdown");
+    // And nothing new is accepted.
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await;
+    assert!(refused.is_err(), "the listener is closed");
 }
 
 #[tokio::test]

@@ -23,7 +23,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn request(client: &reqwest::Client, url: &str, token: &str, body: &str) -> reqwest::RequestBuilder {
+fn request(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &str,
+) -> reqwest::RequestBuilder {
     client
         .post(url)
         .header("authorization", format!("Bearer {token}"))
