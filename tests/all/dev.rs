@@ -7,13 +7,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use airlock_host::dev::{DevOptions, DevServer};
+use airlock_tests::client::{connect, tool_names};
 use airlock_tests::guests;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -185,26 +183,8 @@ async fn token_request(meta: &Value, form: &[(&str, &str)]) -> (u16, Value) {
 }
 
 async fn call_whoami(endpoint: &str, token: &str) -> Value {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(endpoint.to_string()).auth_header(token),
-    );
-    let client = ()
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("connect");
-    let mut names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
+    let client = connect(endpoint, token, &ProtocolVersion::V_2026_07_28).await;
+    let names = tool_names(&client).await;
     assert!(names.contains(&"echo".to_string()) && names.contains(&"whoami".to_string()));
     let result = client
         .call_tool(CallToolRequestParams::new("whoami"))

@@ -8,31 +8,11 @@ use airlock_host::delegate::{
     BoxFuture, Delegate, DelegateError, DelegateResponse, OutboundRequest,
 };
 use airlock_host::envelope::Envelope;
+use airlock_tests::client::{connect, tool_names};
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::{TestServer, tenant};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn connect(url: &str, token: &str, era: &ProtocolVersion) -> Client {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token),
-    );
-    let lifecycle = if *era == ProtocolVersion::V_2025_11_25 {
-        ClientLifecycleMode::Initialize
-    } else {
-        ClientLifecycleMode::Discover {
-            preferred_versions: vec![era.clone()],
-        }
-    };
-    ().serve_with_lifecycle(transport, lifecycle)
-        .await
-        .unwrap_or_else(|e| panic!("connect in era {era}: {e}"))
-}
 
 fn args(v: Value) -> rmcp::model::JsonObject {
     v.as_object().cloned().expect("object")
@@ -53,15 +33,7 @@ async fn list_and_call_tools_in_both_eras() {
     for era in &ERAS {
         let token = idp.token(&url, "alice", "mcp whoami");
         let client = connect(&url, &token, era).await;
-        let mut names: Vec<String> = client
-            .list_all_tools()
-            .await
-            .expect("tools/list")
-            .into_iter()
-            .map(|t| t.name.to_string())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["echo", "whoami"], "era {era}");
+        assert_eq!(tool_names(&client).await, ["echo", "whoami"], "era {era}");
 
         let result = client
             .call_tool(
@@ -92,9 +64,7 @@ async fn hidden_tools_are_indistinguishable_from_unknown_ones() {
         // No `whoami` scope: the tool is neither listed nor callable.
         let token = idp.token(&url, "bob", "mcp");
         let client = connect(&url, &token, era).await;
-        let tools = client.list_all_tools().await.expect("tools/list");
-        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-        assert_eq!(names, ["echo"], "era {era}");
+        assert_eq!(tool_names(&client).await, ["echo"], "era {era}");
         let hidden = client
             .call_tool(CallToolRequestParams::new("whoami"))
             .await

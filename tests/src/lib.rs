@@ -17,6 +17,7 @@ use airlock_host::sandbox::{
     CallError, CallRequest, Limits, LoadedComponent, Sandbox, SandboxSettings, ToolOutput,
 };
 
+pub mod client;
 pub mod idp;
 pub mod server;
 

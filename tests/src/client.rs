@@ -1,0 +1,41 @@
+//! A real MCP client (rmcp) for tests: connect with a bearer token in either
+//! protocol era.
+
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+/// A connected client.
+pub type Client = RunningService<RoleClient, ()>;
+
+/// Connect to `url` with `token`: `initialize` for 2025-11-25, `server/discover`
+/// for 2026-07-28 and later.
+pub async fn connect(url: &str, token: &str, era: &ProtocolVersion) -> Client {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token),
+    );
+    let lifecycle = if *era == ProtocolVersion::V_2025_11_25 {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![era.clone()],
+        }
+    };
+    ().serve_with_lifecycle(transport, lifecycle)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url} in era {era}: {e}"))
+}
+
+/// The names of the tools `client` may see, sorted.
+pub async fn tool_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
