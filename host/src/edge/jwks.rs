@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use tokio::sync::Mutex;
 
 use crate::config::IssuerConfig;
@@ -94,8 +94,26 @@ impl IssuerKeys {
             }
         };
         let body = get_json(http, &jwks_uri).await?;
-        serde_json::from_value(body).map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))
+        parse_jwks(&body).ok_or_else(|| format!("{jwks_uri} is not a JWK set"))
     }
+}
+
+/// A JWK set, keeping the keys this host can use and skipping the others
+/// (encryption keys, key types or algorithms it does not know), so one exotic
+/// key at the issuer does not hide the rest.
+fn parse_jwks(body: &serde_json::Value) -> Option<JwkSet> {
+    let keys = body.get("keys")?.as_array()?;
+    let keys = keys
+        .iter()
+        .filter(|k| {
+            k.get("use")
+                .and_then(|u| u.as_str())
+                .is_none_or(|u| u == "sig")
+        })
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter(|jwk| DecodingKey::from_jwk(jwk).is_ok())
+        .collect();
+    Some(JwkSet { keys })
 }
 
 fn find(keys: Option<&JwkSet>, kid: Option<&str>) -> Option<DecodingKey> {
@@ -191,5 +209,26 @@ impl KeyCache {
 
     pub(crate) fn issuer(&self, iss: &str) -> Option<&IssuerKeys> {
         self.issuers.get(iss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_keys_are_skipped_not_fatal() {
+        let body = serde_json::json!({ "keys": [
+            { "kty": "OKP", "crv": "Ed25519", "kid": "good", "alg": "EdDSA",
+              "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" },
+            { "kty": "RSA", "use": "enc", "kid": "enc", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB" },
+            { "kty": "ML-DSA", "kid": "future", "alg": "ML-DSA-65", "pub": "xyz" },
+        ]});
+        let set = parse_jwks(&body).unwrap();
+        let kids: Vec<_> = set.keys.iter().map(|k| k.common.key_id.clone()).collect();
+        assert_eq!(set.keys.len(), 1, "{kids:?}");
+        assert!(find(Some(&set), Some("good")).is_some());
+        assert!(find(Some(&set), Some("enc")).is_none());
+        assert!(parse_jwks(&serde_json::json!({"nokeys": []})).is_none());
     }
 }
