@@ -371,6 +371,20 @@ async fn a_legacy_session_belongs_to_its_creator() {
     let own = send(again).await.expect("send");
     assert_ne!(own.status(), 404);
     assert_ne!(own.status(), 401);
+    // Bob cannot end it either; alice can, and it is gone afterwards.
+    let delete = |token: String| {
+        reqwest::Client::new()
+            .delete(&url)
+            .header("authorization", bearer(&token))
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    let bob = acme.token(&url, "bob", "mcp");
+    assert_eq!(delete(bob).await.expect("send").status(), 404);
+    let alice = acme.token(&url, "alice", "mcp");
+    assert_eq!(delete(alice.clone()).await.expect("send").status(), 204);
+    assert_eq!(send(alice).await.expect("send").status(), 404);
 }
 
 #[tokio::test]

@@ -61,12 +61,35 @@ impl Edge {
             sessions: SessionBindings::default(),
         })
     }
+}
 
-    fn metadata_url(&self, tenant: &str) -> String {
-        format!(
-            "{}/.well-known/oauth-protected-resource/mcp/{tenant}",
-            self.config.public_url
-        )
+/// What the guard needs for one tenant, derived once when the router is built.
+struct TenantEdge {
+    id: String,
+    /// The endpoint's canonical URI: the audience its tokens must carry.
+    resource: String,
+    /// Its Protected Resource Metadata URL, for challenges.
+    metadata: String,
+    /// Its required scopes, space separated, for challenges.
+    scope: String,
+}
+
+impl TenantEdge {
+    fn new(config: &Config, id: &str) -> Self {
+        let scope = config
+            .tenants
+            .get(id)
+            .map(|t| t.scopes.join(" "))
+            .unwrap_or_default();
+        TenantEdge {
+            id: id.to_string(),
+            resource: config.resource_uri(id),
+            metadata: format!(
+                "{}/.well-known/oauth-protected-resource/mcp/{id}",
+                config.public_url
+            ),
+            scope,
+        }
     }
 }
 
@@ -76,9 +99,10 @@ pub fn router(edge: Arc<Edge>, mcp_services: BTreeMap<String, Router>) -> Router
     let mut app = Router::new();
     let cors = mcp_cors(&edge.config);
     for (tenant, service) in mcp_services {
+        let tenant_edge = Arc::new(TenantEdge::new(&edge.config, &tenant));
         let guarded = service
             .layer(middleware::from_fn_with_state(
-                (edge.clone(), tenant.clone()),
+                (edge.clone(), tenant_edge),
                 guard,
             ))
             .layer(cors.clone());
@@ -161,32 +185,36 @@ fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
 
 /// Authenticate, bind sessions, and hand the request on with its [`Principal`].
 async fn guard(
-    State((edge, tenant)): State<(Arc<Edge>, String)>,
+    State((edge, tenant)): State<(Arc<Edge>, Arc<TenantEdge>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(tenant_config) = edge.config.tenants.get(&tenant) else {
+    let Some(tenant_config) = edge.config.tenants.get(&tenant.id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if !origin_allowed(&edge.config, request.headers()) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let metadata = edge.metadata_url(&tenant);
-    let scope = tenant_config.scopes.join(" ");
     let challenge = Challenge {
-        resource_metadata: &metadata,
-        scope: &scope,
+        resource_metadata: &tenant.metadata,
+        scope: &tenant.scope,
     };
     let token = match auth::bearer(request.headers(), request.uri().query()) {
         Ok(token) => token,
         Err(e) => return e.response(&challenge),
     };
-    let resource = edge.config.resource_uri(&tenant);
-    let principal = match auth::validate(token, &tenant, tenant_config, &resource, &edge.keys).await
+    let principal = match auth::validate(
+        token,
+        &tenant.id,
+        tenant_config,
+        &tenant.resource,
+        &edge.keys,
+    )
+    .await
     {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(tenant = %tenant, reason = ?e, "request refused at the edge");
+            tracing::info!(tenant = %tenant.id, reason = ?e, "request refused at the edge");
             return e.response(&challenge);
         }
     };
