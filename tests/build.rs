@@ -19,7 +19,13 @@ const WORKSPACES: &[(&str, &[&str])] = &[
     ("example-tools", &["echo", "whoami", "notes"]),
     (
         "tests/fixtures",
-        &["hostile", "wasi-import", "lying-dupes", "lying-schema"],
+        &[
+            "hostile",
+            "wasi-import",
+            "lying-dupes",
+            "lying-schema",
+            "lying-many-tools",
+        ],
     ),
 ];
 

@@ -2,12 +2,14 @@
 //! sandboxes. See ARCHITECTURE.md for the module map and invariants.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod delegate;
 pub mod dev;
 pub mod edge;
 pub mod envelope;
+pub mod invoke;
 pub mod mcp;
 pub mod registry;
 pub mod sandbox;

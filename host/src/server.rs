@@ -11,12 +11,20 @@ use axum::extract::DefaultBodyLimit;
 use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditLog, AuditSettings, CheckpointSigner};
 use crate::config::Config;
 use crate::delegate::Delegate;
 use crate::edge::{self, Edge};
+use crate::envelope::KeyRing;
+use crate::invoke::{Invoker, TenantInvoker, TenantPolicy};
 use crate::mcp::{self, McpHandler, TransportSettings};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxSettings};
+use crate::storage::Storage;
+
+/// The longest an envelope can live: the largest tool timeout the
+/// configuration accepts. Retired signing keys stay published this long.
+pub const MAX_ENVELOPE_LIFETIME_S: u64 = 600;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,23 @@ pub enum ServeError {
     /// The edge could not start.
     #[error(transparent)]
     Edge(#[from] edge::EdgeError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The envelope signing keys are unusable.
+    #[error("envelope signing keys: {0}")]
+    Keys(#[from] crate::envelope::KeyError),
+    /// The audit trail could not be opened.
+    #[error("audit trail: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// Listening or serving failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
@@ -40,6 +65,18 @@ pub struct Host {
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    storage: Storage,
+    audit: Arc<AuditLog>,
+}
+
+/// Checkpoints of the audit trail are signed with the envelope key ring.
+struct RingSigner(Arc<KeyRing>);
+
+impl CheckpointSigner for RingSigner {
+    fn sign(&self, msg: &[u8]) -> Result<(String, Vec<u8>), String> {
+        let (kid, signature) = self.0.sign_bytes(msg);
+        Ok((kid, signature.to_vec()))
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -67,9 +104,22 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
 }
 
 impl Host {
-    /// Build everything `config` describes. Delegated requests go to `delegate`.
+    /// Build everything `config` describes: open the data directory's
+    /// database and envelope key ring, load the components, and assemble the
+    /// HTTP service. Delegated requests go to `delegate`.
     pub async fn build(config: Config, delegate: Arc<dyn Delegate>) -> Result<Self, ServeError> {
         let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let storage = Storage::open(&config.data_dir.join("db"))?;
+        let keys = Arc::new(KeyRing::open(&KeyRing::dir_in(&config.data_dir))?);
+        let audit = Arc::new(AuditLog::open(
+            &storage,
+            Arc::new(RingSigner(keys.clone())),
+            AuditSettings::default(),
+        )?);
         let sandbox = Arc::new(Sandbox::new(SandboxSettings {
             max_concurrent_calls: config.server.max_concurrent_calls,
             max_concurrent_calls_per_tenant: config.server.max_concurrent_calls_per_tenant,
@@ -78,13 +128,21 @@ impl Host {
             ..SandboxSettings::default()
         })?);
         let registry = Registry::build(&config, &sandbox).await?;
+        let invoker = Arc::new(Invoker::new(sandbox, delegate, audit.clone()));
         let shutdown = CancellationToken::new();
         let mut services = BTreeMap::new();
-        for tenant in config.tenants.keys() {
+        for (tenant, tenant_config) in &config.tenants {
             let Some(catalog) = registry.tenant(tenant) else {
                 continue;
             };
-            let handler = McpHandler::new(catalog, sandbox.clone(), delegate.clone());
+            let policy = TenantPolicy {
+                audit_fail_closed: tenant_config.audit_fail_closed,
+            };
+            let handler = McpHandler::new(Arc::new(TenantInvoker::new(
+                catalog,
+                invoker.clone(),
+                policy,
+            )));
             let settings = TransportSettings {
                 allowed_hosts: allowed_hosts(&config),
                 shutdown: shutdown.child_token(),
@@ -93,6 +151,7 @@ impl Host {
         }
         let edge = Arc::new(Edge::new(config.clone())?);
         let router = edge::router(edge, services)
+            .merge(envelope_keys(keys))
             .layer(axum::middleware::from_fn_with_state(
                 config.server.request_timeout,
                 deadline,
@@ -105,7 +164,15 @@ impl Host {
             router,
             shutdown,
             grace: config.server.request_timeout,
+            storage,
+            audit,
         })
+    }
+
+    /// The host's database, for the parts of the process that share it
+    /// (`airlock dev`'s authorization servers).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Serve `routes` beside the MCP endpoints (used by `airlock dev` for its
@@ -149,8 +216,38 @@ impl Host {
             .with_graceful_shutdown(stopping)
             .await?;
         self.shutdown.cancel();
+        // Every call has ended: write what is queued and the final checkpoints.
+        self.audit.shutdown().await?;
         Ok(())
     }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify envelopes (and
+/// audit checkpoints), retired keys included until what they signed expired.
+fn envelope_keys(keys: Arc<KeyRing>) -> Router {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let handler = move || {
+        let keys = keys.clone();
+        async move {
+            keys.refresh_if_due();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            (
+                [
+                    (header::CACHE_CONTROL, "public, max-age=300"),
+                    (header::CONTENT_TYPE, "application/jwk-set+json"),
+                ],
+                keys.jwks(now, MAX_ENVELOPE_LIFETIME_S).to_string(),
+            )
+                .into_response()
+        }
+    };
+    Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(handler).layer(edge::public_cors()),
+    )
 }
 
 /// Every request has a deadline: its response must start within it, and a

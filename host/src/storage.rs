@@ -133,6 +133,156 @@ impl Tree {
     }
 }
 
+impl StorageError {
+    /// Whether opening failed because another process holds the database
+    /// (a running `airlock serve` or `airlock dev`).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StorageError::Open { reason, .. } if reason.contains("could not acquire lock"))
+    }
+}
+
+impl Storage {
+    /// The append-only log `name`, created when missing.
+    pub fn seq_tree(&self, name: &str) -> Result<SeqTree, StorageError> {
+        let tree = self.db.open_tree(name).map_err(|e| self.io(e))?;
+        Ok(SeqTree {
+            tree,
+            name: name.to_string(),
+            path: self.path.clone(),
+        })
+    }
+
+    /// The names of the existing trees that start with `prefix`, sorted.
+    /// Creates nothing.
+    pub fn tree_names(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| std::str::from_utf8(name).ok())
+            .filter(|name| name.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Append `first_entries` to `first` and `second_entries` to `second` in
+    /// one transaction: after a crash at any moment either all of them are
+    /// stored or none is. Refuses, changing nothing, when any sequence number
+    /// is already present: stored values are never overwritten. Not durable
+    /// until [`Storage::flush`].
+    pub fn append_atomically(
+        &self,
+        (first, first_entries): (&SeqTree, &[(u64, Vec<u8>)]),
+        (second, second_entries): (&SeqTree, &[(u64, Vec<u8>)]),
+    ) -> Result<(), StorageError> {
+        use sled::Transactional;
+        let result = (&first.tree, &second.tree).transaction(|(a, b)| {
+            for (tx, name, entries) in [
+                (a, first.name.as_str(), first_entries),
+                (b, second.name.as_str(), second_entries),
+            ] {
+                for (seq, value) in entries {
+                    let key = seq.to_be_bytes();
+                    if tx.insert(key.as_slice(), value.as_slice())?.is_some() {
+                        return sled::transaction::abort((name.to_string(), *seq));
+                    }
+                }
+            }
+            Ok(())
+        });
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort((tree, seq)) => StorageError::Io {
+                path: self.path.clone(),
+                reason: format!("`{tree}` already holds {seq}; stored values are never replaced"),
+            },
+            sled::transaction::TransactionError::Storage(e) => self.io(e),
+        })
+    }
+
+    /// Write everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+    }
+}
+
+/// An append-only log: byte values under big-endian `u64` keys, so a scan
+/// returns them in sequence order. Written only through
+/// [`Storage::append_atomically`], which never replaces a value.
+#[derive(Debug, Clone)]
+pub struct SeqTree {
+    tree: sled::Tree,
+    name: String,
+    path: PathBuf,
+}
+
+impl SeqTree {
+    /// The tree's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The entry with the highest sequence number.
+    pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        match self.tree.last() {
+            Ok(Some((key, value))) => self.entry(&key, &value).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// Every entry from sequence number `from` on, in order.
+    pub fn iter_from(&self, from: u64) -> SeqIter {
+        SeqIter {
+            iter: self.tree.range(from.to_be_bytes()..),
+            log: self.clone(),
+        }
+    }
+
+    fn entry(&self, key: &[u8], value: &[u8]) -> Result<(u64, Vec<u8>), StorageError> {
+        let seq = <[u8; 8]>::try_from(key).map_err(|_| StorageError::Corrupt {
+            path: self.path.clone(),
+            tree: self.name.clone(),
+            key: hex::encode(key),
+            reason: "the key is not a sequence number (8 bytes)".into(),
+        })?;
+        Ok((u64::from_be_bytes(seq), value.to_vec()))
+    }
+
+    fn io(&self, e: sled::Error) -> StorageError {
+        StorageError::Io {
+            path: self.path.clone(),
+            reason: format!("`{}`: {e}", self.name),
+        }
+    }
+}
+
+/// The entries of a [`SeqTree`] in sequence order.
+pub struct SeqIter {
+    iter: sled::Iter,
+    log: SeqTree,
+}
+
+impl std::fmt::Debug for SeqIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqIter")
+            .field("tree", &self.log.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for SeqIter {
+    type Item = Result<(u64, Vec<u8>), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.iter.next()? {
+            Ok((key, value)) => self.log.entry(&key, &value),
+            Err(e) => Err(self.log.io(e)),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ const SPIN: Limits = Limits {
     timeout: Duration::from_millis(1500),
     memory_bytes: 16 * 1024 * 1024,
     output_bytes: 1024 * 1024,
+    content_blocks: 16,
     delegate_calls: 0,
     log_lines: 0,
     log_bytes: 0,

@@ -19,6 +19,7 @@ fn tight() -> Limits {
         log_lines: 50,
         log_bytes: 1024,
         delegate_calls: 8,
+        content_blocks: 256,
     }
 }
 
@@ -115,7 +116,8 @@ async fn huge_output_is_refused() {
         err,
         CallError::OutputTooLarge {
             limit_bytes: 64 * 1024,
-            actual_bytes: 1_000_000
+            // The text as encoded (quoted) plus the per-block overhead.
+            actual_bytes: Some(1_000_002 + 64)
         }
     );
     let ok = attack(&host, "flood_output", json!({"bytes": 1000}))

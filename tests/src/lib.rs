@@ -36,6 +36,7 @@ pub fn envelope(tenant: &str, user: &str, tool: &str, services: &[&str]) -> Arc<
     Arc::new(Envelope::mint(
         EnvelopeClaims {
             tenant: tenant.into(),
+            issuer: "https://idp.test".into(),
             actor_kind: ActorKind::User,
             subject: user.into(),
             client_id: Some("test-client".into()),

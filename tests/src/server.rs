@@ -68,6 +68,11 @@ impl TestServer {
         }
     }
 
+    /// The host's data directory (its database, key ring and caches).
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
+    }
+
     /// The MCP endpoint of `tenant` (also its token audience).
     pub fn endpoint(&self, tenant: &str) -> String {
         format!("{}/mcp/{tenant}", self.url)

@@ -1,5 +1,7 @@
 //! The `airlock` command line.
 
+mod audit;
+mod keys;
 mod tool;
 
 use std::ffi::OsString;
@@ -22,6 +24,9 @@ enum Command {
     /// Work with tool components.
     #[command(subcommand)]
     Tool(tool::ToolCommand),
+    /// Manage the keys that sign execution identity envelopes.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Run the host from a configuration file.
     Serve {
         /// The configuration file (see airlock.example.toml).
@@ -42,6 +47,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         tools: Option<PathBuf>,
     },
+    /// Check the audit trail's chains and signatures, or export its records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print a bearer token for a demo user, from `airlock dev` data.
     Token {
         /// The demo tenant.
@@ -89,6 +97,7 @@ pub async fn run(
     };
     let result = match cli.command {
         Command::Tool(cmd) => tool::run(cmd, out).await,
+        Command::Keys(cmd) => keys::run(cmd, out),
         Command::Serve { config } => serve(&config, out).await,
         Command::Dev {
             data,
@@ -105,6 +114,7 @@ pub async fn run(
             )
             .await
         }
+        Command::Audit(cmd) => audit::run(cmd, out),
         Command::Token {
             tenant,
             user,

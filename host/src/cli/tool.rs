@@ -146,6 +146,7 @@ pub(crate) async fn run(cmd: ToolCommand, out: &mut (dyn Write + Send)) -> Resul
             let envelope = Envelope::mint(
                 EnvelopeClaims {
                     tenant,
+                    issuer: "airlock-cli".into(),
                     actor_kind: ActorKind::User,
                     subject: user,
                     client_id: Some("airlock-cli".into()),

@@ -85,6 +85,7 @@ struct RawTenant {
     scopes: Vec<String>,
     #[serde(default)]
     install: Vec<RawInstall>,
+    audit_fail_closed: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +116,7 @@ struct RawLimits {
     memory_mib: Option<usize>,
     timeout_ms: Option<u64>,
     output_kib: Option<usize>,
+    content_blocks: Option<u32>,
     delegate_calls: Option<u32>,
     log_lines: Option<u32>,
     log_kib: Option<usize>,
@@ -181,6 +183,8 @@ pub struct TenantConfig {
     pub scopes: Vec<String>,
     /// Installed components.
     pub install: Vec<InstallConfig>,
+    /// Refuse calls whose audit records cannot be written (default true).
+    pub audit_fail_closed: bool,
 }
 
 /// Host-wide server settings.
@@ -237,11 +241,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Relative paths in the file are relative to the file, wherever the
+        // command runs from; resolving the file first makes them absolute.
+        let absolute = std::path::absolute(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = absolute.parent().unwrap_or(Path::new("/"));
         Config::parse(&text, path, base)
     }
 
-    /// Validate `text` (named `path` in messages), resolving relative paths against `base`.
+    /// Validate `text` (named `path` in messages), resolving relative paths
+    /// against `base`. Every path in the result is absolute: a relative `base`
+    /// is taken from the current directory.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -252,6 +264,15 @@ impl Config {
             key,
             message,
         };
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        let base = std::path::absolute(base).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
 
         let public = url::Url::parse(&raw.public_url)
             .map_err(|e| invalid("public_url".into(), e.to_string()))?;
@@ -399,6 +420,7 @@ impl Config {
                     output_bytes: l
                         .output_kib
                         .map_or(d.output_bytes, |k| k.saturating_mul(1024)),
+                    content_blocks: l.content_blocks.unwrap_or(d.content_blocks),
                     delegate_calls: l.delegate_calls.unwrap_or(d.delegate_calls),
                     log_lines: l.log_lines.unwrap_or(d.log_lines),
                     log_bytes: l.log_kib.map_or(d.log_bytes, |k| k.saturating_mul(1024)),
@@ -420,6 +442,7 @@ impl Config {
                     extra_audiences: t.audiences,
                     scopes: t.scopes,
                     install,
+                    audit_fail_closed: t.audit_fail_closed.unwrap_or(true),
                 },
             );
         }

@@ -97,3 +97,14 @@ fn errors_name_the_bad_key() {
         assert!(err.contains(key), "error {err:?} should name {key:?}");
     }
 }
+
+#[test]
+fn every_path_is_absolute_even_from_a_relative_base() {
+    let c = Config::parse(GOOD, Path::new("airlock.toml"), Path::new("site")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.data_dir, cwd.join("site/data"));
+    assert!(c.data_dir.is_absolute());
+    assert_eq!(c.components["echo"], cwd.join("site/echo.wasm"));
+    let c = Config::parse(GOOD, Path::new("airlock.toml"), Path::new("")).unwrap();
+    assert_eq!(c.data_dir, cwd.join("data"));
+}

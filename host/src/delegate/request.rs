@@ -48,6 +48,12 @@ pub struct RequestLimits {
     pub max_path_bytes: usize,
     /// Most headers.
     pub max_headers: usize,
+    /// Most bytes in all header names and values together.
+    pub max_header_bytes: usize,
+    /// Most query pairs.
+    pub max_query_pairs: usize,
+    /// Most bytes in all query names and values together.
+    pub max_query_bytes: usize,
     /// Largest body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -57,9 +63,59 @@ impl Default for RequestLimits {
         RequestLimits {
             max_path_bytes: 2048,
             max_headers: 32,
+            max_header_bytes: 16 * 1024,
+            max_query_pairs: 64,
+            max_query_bytes: 8 * 1024,
             max_body_bytes: 1024 * 1024,
         }
     }
+}
+
+/// Bytes a `(String, String)` pair takes in host memory besides its text, as
+/// wasmtime counts it while copying a list of pairs out of the guest.
+const PAIR_BYTES: usize = 48;
+
+impl RequestLimits {
+    /// The largest request that passes these limits, counted as the host
+    /// holds it: the sandbox copies no more than this out of a guest for one
+    /// `delegate.fetch`.
+    pub fn max_total_bytes(&self) -> usize {
+        self.max_path_bytes
+            .saturating_add(self.max_header_bytes)
+            .saturating_add(self.max_headers.saturating_mul(PAIR_BYTES))
+            .saturating_add(self.max_query_bytes)
+            .saturating_add(self.max_query_pairs.saturating_mul(PAIR_BYTES))
+            .saturating_add(self.max_body_bytes)
+    }
+}
+
+fn pair_bytes(pairs: &[(String, String)]) -> usize {
+    pairs
+        .iter()
+        .map(|(n, v)| n.len().saturating_add(v.len()))
+        .fold(0, usize::saturating_add)
+}
+
+/// Refuse a list of pairs over its count or byte limit, naming which.
+fn check_pairs(
+    what: &str,
+    pairs: &[(String, String)],
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<(), DelegateError> {
+    if pairs.len() > max_count {
+        return Err(DelegateError::LimitExceeded(format!(
+            "the request has {} {what}; the limit is {max_count}",
+            pairs.len()
+        )));
+    }
+    let bytes = pair_bytes(pairs);
+    if bytes > max_bytes {
+        return Err(DelegateError::LimitExceeded(format!(
+            "the request's {what} are {bytes} bytes; the limit is {max_bytes}"
+        )));
+    }
+    Ok(())
 }
 
 /// Headers a guest may never set: credentials are the host's job, routing and
@@ -171,13 +227,18 @@ impl OutboundRequest {
         limits: &RequestLimits,
     ) -> Result<Self, DelegateError> {
         check_path(&path, limits)?;
-        if headers.len() > limits.max_headers {
-            return Err(invalid(format!(
-                "{} headers; the limit is {}",
-                headers.len(),
-                limits.max_headers
-            )));
-        }
+        check_pairs(
+            "headers",
+            &headers,
+            limits.max_headers,
+            limits.max_header_bytes,
+        )?;
+        check_pairs(
+            "query pairs",
+            &query,
+            limits.max_query_pairs,
+            limits.max_query_bytes,
+        )?;
         for (name, value) in &headers {
             check_header(name, value)?;
         }
@@ -310,5 +371,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DelegateError::LimitExceeded(_)));
+    }
+
+    #[test]
+    fn header_and_query_lists_are_bounded_in_count_and_bytes() {
+        let limits = RequestLimits::default();
+        let pairs = |n: usize, len: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|_| ("x-a".to_string(), "v".repeat(len)))
+                .collect()
+        };
+        let send = |headers, query| {
+            OutboundRequest::new(Method::Get, "/x".into(), query, headers, None, &limits)
+        };
+        assert!(send(pairs(32, 10), pairs(64, 10)).is_ok());
+        for (headers, query, says) in [
+            (pairs(33, 0), vec![], "33 headers; the limit is 32"),
+            (pairs(2, 9000), vec![], "headers are 18006 bytes"),
+            (vec![], pairs(65, 0), "65 query pairs; the limit is 64"),
+            (vec![], pairs(1, 9000), "query pairs are 9003 bytes"),
+        ] {
+            match send(headers, query) {
+                Err(DelegateError::LimitExceeded(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("expected a limit error naming {says:?}, got {other:?}"),
+            }
+        }
     }
 }

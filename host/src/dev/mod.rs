@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::delegate::DenyAll;
 use crate::server::Host;
-use crate::storage::Storage;
 use authserver::{DevAuth, TenantIssuer};
 use keys::IssuerKey;
 
@@ -207,7 +206,10 @@ impl DevServer {
         let url = format!("http://{addr}");
         let config = dev_config(addr, &url, &data, &tools)?;
 
-        let storage = Storage::open(&data.join("db")).map_err(|e| e.to_string())?;
+        let host = Host::build(config.clone(), Arc::new(DenyAll))
+            .await
+            .map_err(|e| e.to_string())?;
+        let storage = host.storage().clone();
         let mut issuers = BTreeMap::new();
         for t in DEMO_TENANTS {
             issuers.insert(
@@ -228,10 +230,7 @@ impl DevServer {
         std::fs::write(keys_dir(&data).join("dev.json"), state)
             .map_err(|e| format!("cannot write {}: {e}", data.display()))?;
         let auth = Arc::new(DevAuth::new(issuers, &storage)?);
-        let host = Host::build(config, Arc::new(DenyAll))
-            .await
-            .map_err(|e| e.to_string())?
-            .with_routes(authserver::router(auth));
+        let host = host.with_routes(authserver::router(auth));
         Ok(DevServer {
             url,
             host,

@@ -241,6 +241,7 @@ pub async fn validate(
     let agent_id = claims.act.and_then(|a| a.sub.or(a.client_id));
     let principal = Principal::new(
         tenant_id.to_string(),
+        iss.to_string(),
         claims.sub,
         actor_kind,
         client_id,

@@ -6,6 +6,7 @@ mod auth;
 mod jwks;
 mod principal;
 mod sessions;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use axum::routing::get;
 use tower_http::cors::{self, AllowOrigin, CorsLayer};
 
 pub use auth::AuthError;
-pub use principal::{BearerToken, Principal};
+pub use principal::{BearerToken, HostSession, Principal};
+pub use trace::TraceContext;
 
 use crate::config::Config;
 use auth::Challenge;
@@ -139,6 +141,7 @@ fn mcp_cors(config: &Config) -> CorsLayer {
         .expose_headers([
             HeaderName::from_static(SESSION_HEADER),
             HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static(trace::TRACEPARENT),
             header::WWW_AUTHENTICATE,
         ])
 }
@@ -230,8 +233,20 @@ async fn guard(
         return (StatusCode::NOT_FOUND, "session not found").into_response();
     }
     let is_delete = request.method() == axum::http::Method::DELETE;
+    let trace = TraceContext::from_headers(request.headers());
     request.extensions_mut().insert(principal.clone());
+    request.extensions_mut().insert(trace.clone());
+    if let Some(id) = &session
+        && edge.sessions.is_bound(id)
+    {
+        request
+            .extensions_mut()
+            .insert(principal::HostSession::new(id.clone()));
+    }
     let mut response = next.run(request).await;
+    if let Some(value) = trace.header_value() {
+        response.headers_mut().insert(trace::TRACEPARENT, value);
+    }
     if session.is_none()
         && let Some(created) = response
             .headers()

@@ -27,6 +27,7 @@ impl fmt::Debug for BearerToken {
 #[derive(Debug, Clone)]
 pub struct Principal {
     tenant: String,
+    issuer: String,
     subject: String,
     actor_kind: ActorKind,
     client_id: Option<String>,
@@ -36,8 +37,10 @@ pub struct Principal {
 }
 
 impl Principal {
+    #[allow(clippy::too_many_arguments)] // one private constructor, called once by `auth`
     pub(super) fn new(
         tenant: String,
+        issuer: String,
         subject: String,
         actor_kind: ActorKind,
         client_id: Option<String>,
@@ -47,6 +50,7 @@ impl Principal {
     ) -> Self {
         Principal {
             tenant,
+            issuer,
             subject,
             actor_kind,
             client_id,
@@ -59,6 +63,10 @@ impl Principal {
     /// The tenant the token was validated for.
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+    /// The issuer that vouched for the subject; a user is (tenant, issuer, subject).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
     /// The token's subject.
     pub fn subject(&self) -> &str {
@@ -87,5 +95,22 @@ impl Principal {
     /// The raw token (host memory only).
     pub fn token(&self) -> &BearerToken {
         &self.token
+    }
+}
+
+/// A legacy MCP session id the host issued and the caller owns. Only the edge
+/// makes one; a session id a client merely sent (as on a stateless request)
+/// never becomes one, so it never reaches an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSession(String);
+
+impl HostSession {
+    pub(super) fn new(id: String) -> Self {
+        HostSession(id)
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.0
     }
 }

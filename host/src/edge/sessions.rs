@@ -16,6 +16,7 @@ const MAX_BINDINGS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Owner {
     tenant: String,
+    issuer: String,
     subject: String,
     client_id: Option<String>,
 }
@@ -24,6 +25,7 @@ impl Owner {
     fn of(p: &Principal) -> Self {
         Owner {
             tenant: p.tenant().to_string(),
+            issuer: p.issuer().to_string(),
             subject: p.subject().to_string(),
             client_id: p.client_id().map(str::to_string),
         }
@@ -60,6 +62,14 @@ impl SessionBindings {
             Some((owner, _)) => *owner == Owner::of(principal),
             None => true,
         }
+    }
+
+    /// Whether the host issued `session` (and has not forgotten it).
+    pub(super) fn is_bound(&self, session: &str) -> bool {
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(session)
     }
 
     pub(super) fn forget(&self, session: &str) {

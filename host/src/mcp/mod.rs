@@ -3,7 +3,6 @@
 //! [`Principal`] the edge attached to the request.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -15,48 +14,42 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
-use crate::delegate::Delegate;
-use crate::edge::Principal;
-use crate::envelope::{Envelope, EnvelopeClaims, random_id};
-use crate::registry::{InstalledTool, TenantCatalog};
-use crate::sandbox::{CallError, CallRequest, Content, Sandbox};
+use crate::edge::{HostSession, Principal, TraceContext};
+use crate::invoke::{Call, InvokeError, TenantInvoker};
+use crate::registry::InstalledTool;
+use crate::sandbox::Content;
 
-/// Extra lifetime given to an envelope beyond the tool's own deadline.
-const ENVELOPE_SLACK: Duration = Duration::from_secs(30);
-
-/// Serves one tenant.
+/// Serves one tenant: translates MCP requests to [`TenantInvoker`] calls and
+/// their outcomes back.
 #[derive(Clone)]
 pub struct McpHandler {
-    catalog: Arc<TenantCatalog>,
-    sandbox: Arc<Sandbox>,
-    delegate: Arc<dyn Delegate>,
+    invoker: Arc<TenantInvoker>,
 }
 
 impl McpHandler {
-    /// A handler for `catalog`.
-    pub fn new(
-        catalog: Arc<TenantCatalog>,
-        sandbox: Arc<Sandbox>,
-        delegate: Arc<dyn Delegate>,
-    ) -> Self {
-        McpHandler {
-            catalog,
-            sandbox,
-            delegate,
-        }
+    /// A handler for one tenant's pipeline.
+    pub fn new(invoker: Arc<TenantInvoker>) -> Self {
+        McpHandler { invoker }
     }
 }
 
 impl std::fmt::Debug for McpHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpHandler")
-            .field("tenant", &self.catalog.id())
+            .field("tenant", &self.invoker.tenant())
             .finish_non_exhaustive()
     }
 }
 
-/// The principal the edge attached, and the request's session id.
-fn caller(ctx: &RequestContext<RoleServer>) -> Result<(Principal, Option<String>), McpError> {
+/// What the edge attached to the request: the principal, the request's
+/// trace, and the host-issued session when there is one.
+struct Caller {
+    principal: Principal,
+    trace: TraceContext,
+    session: Option<HostSession>,
+}
+
+fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
     let parts = ctx
         .extensions
         .get::<axum::http::request::Parts>()
@@ -66,12 +59,16 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Result<(Principal, Option<String>
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| McpError::internal_error("request is not authenticated", None))?;
-    let session = parts
-        .headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    Ok((principal, session))
+    let trace = parts
+        .extensions
+        .get::<TraceContext>()
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("request has no trace context", None))?;
+    Ok(Caller {
+        principal,
+        trace,
+        session: parts.extensions.get::<HostSession>().cloned(),
+    })
 }
 
 fn to_tool(t: &InstalledTool) -> Tool {
@@ -115,7 +112,7 @@ impl ServerHandler for McpHandler {
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "Tools of tenant `{}`, run in WebAssembly sandboxes on the caller's behalf.",
-                self.catalog.id()
+                self.invoker.tenant()
             ))
     }
 
@@ -124,12 +121,8 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let (principal, _) = caller(&context)?;
-        let tools = self
-            .catalog
-            .visible(principal.scopes())
-            .map(to_tool)
-            .collect();
+        let caller = caller(&context)?;
+        let tools = self.invoker.tools(&caller.principal).map(to_tool).collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -138,45 +131,16 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let (principal, session) = caller(&context)?;
-        let name = request.name.as_ref();
-        let Some(tool) = self.catalog.find(name, principal.scopes()) else {
-            return Err(McpError::invalid_params(
-                format!("unknown tool `{name}`"),
-                None,
-            ));
-        };
-        let arguments = serde_json::Value::Object(request.arguments.unwrap_or_default());
-        let lifetime = tool.component.limits().timeout + ENVELOPE_SLACK;
-        let envelope = Envelope::mint(
-            EnvelopeClaims {
-                tenant: principal.tenant().to_string(),
-                actor_kind: principal.actor_kind(),
-                subject: principal.subject().to_string(),
-                client_id: principal.client_id().map(str::to_string),
-                agent_id: principal.agent_id().map(str::to_string),
-                session_id: session,
-                trace_id: random_id(),
-                tool: name.to_string(),
-                scopes: principal.scopes().iter().cloned().collect(),
-                delegations: Vec::new(),
-            },
-            lifetime,
-        );
-        tracing::info!(
-            tenant = %envelope.tenant(), tool = %name, trace_id = %envelope.trace_id(),
-            envelope_id = %envelope.envelope_id(), "tool call"
-        );
+        let caller = caller(&context)?;
         let outcome = self
-            .sandbox
-            .call(
-                &tool.component,
-                CallRequest {
-                    envelope: Arc::new(envelope),
-                    arguments: arguments.to_string(),
-                    delegate: self.delegate.clone(),
-                },
-            )
+            .invoker
+            .call(Call {
+                principal: &caller.principal,
+                session: caller.session.as_ref(),
+                trace: &caller.trace,
+                tool: request.name.as_ref(),
+                arguments: request.arguments.unwrap_or_default(),
+            })
             .await;
         let result = match outcome {
             Ok(output) => {
@@ -196,13 +160,19 @@ impl ServerHandler for McpHandler {
                 result.structured_content = output.structured;
                 result
             }
-            Err(CallError::UnknownTool(name)) => {
+            Err(InvokeError::UnknownTool(name)) => {
                 return Err(McpError::invalid_params(
                     format!("unknown tool `{name}`"),
                     None,
                 ));
             }
-            Err(e) => error_result(e.to_string()),
+            Err(InvokeError::AuditUnavailable) => {
+                return Err(McpError::internal_error(
+                    InvokeError::AuditUnavailable.to_string(),
+                    None,
+                ));
+            }
+            Err(InvokeError::Call(e)) => error_result(e.to_string()),
         };
         Ok(result.into())
     }

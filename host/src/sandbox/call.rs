@@ -59,10 +59,14 @@ pub(crate) async fn run(
     pre: &ToolComponentPre<HostState>,
     state: HostState,
     limits: &Limits,
+    transfer_bytes: usize,
     guest: Guest<'_>,
 ) -> Result<Returned, CallError> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| s);
+    // Bound what the host copies out of the guest per transfer (the result,
+    // or one import call's arguments) before it allocates for it.
+    store.set_hostcall_fuel(transfer_bytes);
     let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -95,12 +99,48 @@ pub(crate) async fn run(
             limit: limits.timeout,
         }),
         Ok(Ok(returned)) => Ok(returned),
-        Ok(Err(error)) => Err(classify(&error, store.data().tripped, limits)),
+        Ok(Err(error)) => Err(classify(
+            &error,
+            store.data().tripped,
+            limits,
+            transfer_bytes,
+        )),
     }
 }
 
+/// Whether wasmtime stopped copying a value out of the guest because it was
+/// larger than the store's hostcall fuel. wasmtime's error type for this is
+/// private, so it is recognised by its message (pinned by a test with a real
+/// guest, `hostile::oversized_*`).
+fn transfer_refused(error: &wasmtime::Error) -> bool {
+    error.chain().any(|e| {
+        e.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
 /// Map a wasmtime error to the specific reason the call ended.
-fn classify(error: &wasmtime::Error, tripped: Option<Tripped>, limits: &Limits) -> CallError {
+fn classify(
+    error: &wasmtime::Error,
+    tripped: Option<Tripped>,
+    limits: &Limits,
+    transfer_bytes: usize,
+) -> CallError {
+    if transfer_refused(error) {
+        // Arguments of an import are copied while the guest is on the stack,
+        // so the error carries a wasm backtrace; a result is copied after the
+        // guest returned, so it does not.
+        return if error.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
+            CallError::ImportTooLarge {
+                limit_bytes: transfer_bytes,
+            }
+        } else {
+            CallError::OutputTooLarge {
+                limit_bytes: limits.output_bytes,
+                actual_bytes: None,
+            }
+        };
+    }
     if error.downcast_ref::<LimitTrap>().is_some() || tripped.is_some() {
         match tripped {
             Some(Tripped::Memory) => {
@@ -199,16 +239,47 @@ fn tool_error(e: wit::ToolError) -> CallError {
     }
 }
 
-fn output_size(result: &wit::ToolResult) -> usize {
-    let content: usize = result
-        .content
-        .iter()
-        .map(|c| match c {
-            wit::ContentBlock::Text(t) | wit::ContentBlock::Json(t) => t.len(),
-            wit::ContentBlock::Image(i) => i.data.len() + i.mime_type.len(),
-        })
-        .sum();
-    content + result.structured.as_ref().map_or(0, String::len)
+/// What one content block costs on the wire besides its payload: the JSON
+/// object around it (`{"type":"image","data":"","mimeType":""},` and the like),
+/// rounded up. Counting it makes a million empty blocks as expensive as they
+/// are to send.
+pub(crate) const BLOCK_OVERHEAD: usize = 64;
+
+/// Counts bytes written, to measure JSON encodings without building them.
+#[derive(Default)]
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value` encoded as JSON, exactly as it will be sent.
+fn json_len(value: &(impl serde::Serialize + ?Sized)) -> usize {
+    let mut counter = Counter::default();
+    // Writing to a counter cannot fail, and the values measured here (strings
+    // and parsed JSON) always serialize.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// What `block` costs in the response: the per-block overhead plus its
+/// payload as encoded (JSON string escapes, base64 for binary data).
+fn block_cost(block: &wit::ContentBlock) -> usize {
+    BLOCK_OVERHEAD.saturating_add(match block {
+        wit::ContentBlock::Text(t) | wit::ContentBlock::Json(t) => json_len(t.as_str()),
+        wit::ContentBlock::Image(i) => i
+            .data
+            .len()
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(json_len(i.mime_type.as_str())),
+    })
 }
 
 fn check_output(
@@ -216,12 +287,32 @@ fn check_output(
     output_validator: Option<&jsonschema::Validator>,
     limits: &Limits,
 ) -> Result<ToolOutput, CallError> {
-    let size = output_size(&result);
-    if size > limits.output_bytes {
-        return Err(CallError::OutputTooLarge {
-            limit_bytes: limits.output_bytes,
-            actual_bytes: size,
+    let too_large = |actual: usize| CallError::OutputTooLarge {
+        limit_bytes: limits.output_bytes,
+        actual_bytes: Some(actual),
+    };
+    if result.content.len() > limits.content_blocks as usize {
+        return Err(CallError::LimitExceeded {
+            limit: "content blocks",
+            max: limits.content_blocks.into(),
         });
+    }
+    // Count before converting anything: the host builds nothing bigger than
+    // the limit allows.
+    let mut size = 0usize;
+    for block in &result.content {
+        size = size.saturating_add(block_cost(block));
+        if size > limits.output_bytes {
+            let rest: usize = result.content.iter().map(block_cost).sum();
+            return Err(too_large(rest));
+        }
+    }
+    if let Some(text) = &result.structured {
+        // Structured output counts at the larger of its text and its
+        // re-encoding; checking the text first bounds the parse.
+        if size.saturating_add(text.len()) > limits.output_bytes {
+            return Err(too_large(size.saturating_add(text.len())));
+        }
     }
     let mut content = Vec::with_capacity(result.content.len());
     for block in result.content {
@@ -257,6 +348,10 @@ fn check_output(
                     "the structured output must be a JSON object".into(),
                 ));
             }
+            size = size.saturating_add(json_len(&value).max(text.len()));
+            if size > limits.output_bytes {
+                return Err(too_large(size));
+            }
             Some(value)
         }
     };
@@ -275,6 +370,7 @@ fn check_output(
     Ok(ToolOutput {
         content,
         structured,
+        encoded_bytes: size,
     })
 }
 
@@ -318,11 +414,13 @@ impl Sandbox {
             .map_err(|scope: BusyScope| CallError::Busy { scope })?;
         let limits = component.limits;
         let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits);
+        let transfer_bytes = limits.transfer_bytes(state.request_limits());
         let guest = Guest::Call {
             name,
             arguments: &request.arguments,
         };
-        match run(&self.engine, &component.inner.pre, state, &limits, guest).await? {
+        let pre = &component.inner.pre;
+        match run(&self.engine, pre, state, &limits, transfer_bytes, guest).await? {
             Returned::Call(Ok(result)) => check_output(result, validators.output.as_ref(), &limits),
             Returned::Call(Err(e)) => Err(tool_error(e)),
             Returned::Descriptors(_) => Err(CallError::Internal),

@@ -162,13 +162,24 @@ pub enum CallError {
         /// How.
         kind: TrapKind,
     },
-    /// The result was larger than allowed.
-    #[error("the tool's output is {actual_bytes} bytes; the limit is {limit_bytes}")]
+    /// The result, as encoded for the client, was larger than allowed.
+    #[error("{}", output_too_large(*limit_bytes, *actual_bytes))]
     OutputTooLarge {
         /// The limit.
         limit_bytes: usize,
-        /// The size produced.
-        actual_bytes: usize,
+        /// The encoded size produced, when the host measured it; `None` when
+        /// the result was too large for the host to even copy.
+        actual_bytes: Option<usize>,
+    },
+    /// The tool handed a host import more data at once than any request,
+    /// log line or result it may make.
+    #[error(
+        "the tool passed the host more than {limit_bytes} bytes in one import call; \
+         no request or log line it may make is that large"
+    )]
+    ImportTooLarge {
+        /// The most the host copies out of the guest at once.
+        limit_bytes: usize,
     },
     /// A per-call limit other than time, memory and output was exceeded.
     #[error("the tool exceeded its limit of {max} {limit}")]
@@ -206,10 +217,22 @@ impl CallError {
             CallError::OutOfMemory { .. } => "out_of_memory",
             CallError::Trap { .. } => "trap",
             CallError::OutputTooLarge { .. } => "output_too_large",
+            CallError::ImportTooLarge { .. } => "import_too_large",
             CallError::LimitExceeded { .. } => "limit_exceeded",
             CallError::BadOutput(_) => "bad_output",
             CallError::Busy { .. } => "busy",
             CallError::Internal => "internal",
         }
+    }
+}
+
+fn output_too_large(limit: usize, actual: Option<usize>) -> String {
+    match actual {
+        Some(actual) => format!(
+            "the tool's output is {actual} bytes as encoded for the client; the limit is {limit}"
+        ),
+        None => format!(
+            "the tool's output is larger than the host copies out of a tool; the limit is {limit} bytes"
+        ),
     }
 }

@@ -11,8 +11,12 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock deadline for the whole call, including delegated requests.
     pub timeout: Duration,
-    /// Largest result (content plus structured output), in bytes.
+    /// Largest result as encoded for the client, in bytes: every content
+    /// block costs a fixed overhead plus its payload as sent (JSON-escaped
+    /// text, base64 images), plus the structured output.
     pub output_bytes: usize,
+    /// Most content blocks in one result.
+    pub content_blocks: u32,
     /// Most delegated requests per call.
     pub delegate_calls: u32,
     /// Most log lines per call.
@@ -27,6 +31,7 @@ impl Default for Limits {
             memory_bytes: 64 * 1024 * 1024,
             timeout: Duration::from_secs(5),
             output_bytes: 1024 * 1024,
+            content_blocks: 256,
             delegate_calls: 32,
             log_lines: 256,
             log_bytes: 64 * 1024,
@@ -77,10 +82,29 @@ impl Limits {
             1024,
             64 * 1024 * 1024,
         )?;
+        check("content_blocks", self.content_blocks.into(), 1, 100_000)?;
         check("delegate_calls", self.delegate_calls.into(), 0, 10_000)?;
         check("log_lines", self.log_lines.into(), 0, 1_000_000)?;
         check("log_bytes", self.log_bytes as u128, 0, 64 * 1024 * 1024)?;
         Ok(())
+    }
+}
+
+/// Slack on top of the largest legitimate transfer, for the small fixed parts
+/// of a value (names, tags, the host's own representation of list elements).
+const TRANSFER_SLACK: usize = 64 * 1024;
+
+impl Limits {
+    /// The most bytes the host copies out of the guest in one transfer (a
+    /// result, or one import call's arguments): enough for the largest result
+    /// `output_bytes` allows and the largest request or log line, and no more.
+    /// wasmtime enforces it while lifting values ("hostcall fuel"), so an
+    /// oversized value is refused before the host allocates for it.
+    pub fn transfer_bytes(&self, request: &crate::delegate::RequestLimits) -> usize {
+        self.output_bytes
+            .max(request.max_total_bytes())
+            .max(self.log_bytes)
+            .saturating_add(TRANSFER_SLACK)
     }
 }
 

@@ -11,7 +11,7 @@ use super::Sandbox;
 use super::bindings::ToolComponentPre;
 use super::bindings::airlock::tool::types as wit;
 use super::call::{self, Guest, Returned};
-use super::error::LoadError;
+use super::error::{CallError, LoadError};
 use super::limits::{Limits, LimitsError};
 use super::output::{Annotations, ToolDescriptor};
 use super::state::HostState;
@@ -23,6 +23,9 @@ const ALLOWED_IMPORT_PREFIX: &str = "airlock:tool/";
 const MAX_TOOLS: usize = 256;
 /// Largest description or schema text accepted, in bytes.
 const MAX_DESCRIPTOR_TEXT: usize = 64 * 1024;
+/// Most bytes of descriptors (as the host holds them) one component may
+/// describe; larger lists are refused before the host copies them.
+const MAX_DESCRIBE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Checks compiled for one tool's arguments and structured output.
 pub(crate) struct Validators {
@@ -145,9 +148,21 @@ impl Sandbox {
         let limits = Limits::default();
         let _permits = self.acquire(None).await.map_err(|_| LoadError::Busy)?;
         let state = HostState::new(None, Arc::new(DenyAll), limits);
-        let returned = call::run(&self.engine, &pre, state, &limits, Guest::Describe)
-            .await
-            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        let returned = call::run(
+            &self.engine,
+            &pre,
+            state,
+            &limits,
+            MAX_DESCRIBE_BYTES,
+            Guest::Describe,
+        )
+        .await
+        .map_err(|e| match e {
+            CallError::OutputTooLarge { .. } => LoadError::Describe(format!(
+                "the tool descriptors are larger than {MAX_DESCRIBE_BYTES} bytes in all"
+            )),
+            e => LoadError::Describe(e.to_string()),
+        })?;
         let Returned::Descriptors(descriptors) = returned else {
             return Err(LoadError::Describe("unexpected result".into()));
         };

@@ -63,4 +63,7 @@ pub struct ToolOutput {
     pub content: Vec<Content>,
     /// Structured output, a JSON object valid against the output schema.
     pub structured: Option<serde_json::Value>,
+    /// The result's size as encoded for the client, as counted against the
+    /// output limit.
+    pub encoded_bytes: usize,
 }

@@ -70,6 +70,11 @@ impl HostState {
         }
     }
 
+    /// The rules each delegated request of this call must pass.
+    pub(crate) fn request_limits(&self) -> &RequestLimits {
+        &self.request_limits
+    }
+
     fn trip(&mut self, what: Tripped) -> wasmtime::Error {
         self.tripped.get_or_insert(what);
         wasmtime::Error::new(LimitTrap)

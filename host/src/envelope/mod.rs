@@ -4,6 +4,17 @@
 //! authenticated principal, and is immutable afterwards: its fields are private
 //! and only readable. Tools see its claims through the `identity` import;
 //! delegation reads it from the call's host state, never from the guest.
+//!
+//! Downstream services do not take the host's word for it: for every delegated
+//! request the host signs the envelope for that service and that request
+//! ([`Envelope::sign_for`]) with the Ed25519 keys of a [`KeyRing`], whose
+//! public halves it publishes as a JWKS ([`KeyRing::jwks`]).
+
+mod keys;
+mod sign;
+
+pub use keys::{CHECK_INTERVAL, KeyError, KeyInfo, KeyRing, PUBLICATION_GRACE_SECS, PublicKeys};
+pub use sign::{ENVELOPE_JWS_TYPE, RequestBinding};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +58,8 @@ pub struct EnvelopeClaims {
     pub tenant: String,
     /// User or service.
     pub actor_kind: ActorKind,
+    /// The issuer of the validated token: a user is (tenant, issuer, subject).
+    pub issuer: String,
     /// The subject of the validated token.
     pub subject: String,
     /// The OAuth client id, when known.
@@ -80,6 +93,7 @@ pub struct Envelope {
 struct ClaimsView {
     tenant: String,
     actor_kind: ActorKind,
+    issuer: String,
     subject: String,
     client_id: Option<String>,
     agent_id: Option<String>,
@@ -109,16 +123,22 @@ fn unix_now_nanos() -> u128 {
         .unwrap_or_default()
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 impl Envelope {
     /// Mint the envelope of one call, valid for `lifetime` from now.
     pub fn mint(claims: EnvelopeClaims, lifetime: Duration) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = unix_now();
         let EnvelopeClaims {
             tenant,
             actor_kind,
+            issuer,
             subject,
             client_id,
             agent_id,
@@ -133,6 +153,7 @@ impl Envelope {
             claims: ClaimsView {
                 tenant,
                 actor_kind,
+                issuer,
                 subject,
                 client_id,
                 agent_id,
@@ -160,7 +181,11 @@ impl Envelope {
     pub fn actor_kind(&self) -> ActorKind {
         self.claims.actor_kind
     }
-    /// The actor's subject.
+    /// The issuer of the actor's validated token.
+    pub fn issuer(&self) -> &str {
+        &self.claims.issuer
+    }
+    /// The actor's subject (unique only together with the tenant and issuer).
     pub fn subject(&self) -> &str {
         &self.claims.subject
     }
@@ -217,6 +242,7 @@ mod tests {
         EnvelopeClaims {
             tenant: "acme".into(),
             actor_kind: ActorKind::User,
+            issuer: "https://idp.acme.example".into(),
             subject: "alice".into(),
             client_id: None,
             agent_id: None,
@@ -235,5 +261,7 @@ mod tests {
         assert_ne!(a.envelope_id(), b.envelope_id());
         assert_eq!(a.envelope_id().len(), 32);
         assert_eq!(a.expires_at() - a.issued_at(), 30);
+        assert_eq!(a.issuer(), "https://idp.acme.example");
+        assert_eq!(a.subject(), "alice");
     }
 }

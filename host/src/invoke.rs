@@ -1,0 +1,195 @@
+//! One tool call, end to end: the only home of the call pipeline.
+//!
+//! resolve the tool in the tenant's catalog → mint the envelope from the
+//! validated principal → audit start → run in the sandbox → audit end → the
+//! outcome. The protocol layer (`mcp`) only translates to and from this
+//! module; later steps (delegation grants, account connect, input-required
+//! rounds) are added here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::audit::{AuditLog, CallEnd, CallIdentity, Entry, Outcome};
+use crate::delegate::Delegate;
+use crate::edge::{HostSession, Principal, TraceContext};
+use crate::envelope::{Envelope, EnvelopeClaims};
+use crate::registry::{InstalledTool, TenantCatalog};
+use crate::sandbox::{CallError, CallRequest, Sandbox, ToolOutput};
+
+/// Why a call produced no tool output.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// No such tool, or the caller may not see it (indistinguishable).
+    #[error("unknown tool `{0}`")]
+    UnknownTool(String),
+    /// The tool ran (or tried to) and failed; shown to the caller as a tool error.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The call's audit record could not be written, so the call was refused
+    /// (or its result withheld). Details are in the host log.
+    #[error("the call was refused: its audit record could not be written")]
+    AuditUnavailable,
+}
+
+/// What the host shares between every tenant's calls.
+pub struct Invoker {
+    sandbox: Arc<Sandbox>,
+    delegate: Arc<dyn Delegate>,
+    audit: Arc<AuditLog>,
+}
+
+impl std::fmt::Debug for Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker").finish_non_exhaustive()
+    }
+}
+
+impl Invoker {
+    /// Calls run in `sandbox`, reach services through `delegate` and are
+    /// recorded in `audit`.
+    pub fn new(sandbox: Arc<Sandbox>, delegate: Arc<dyn Delegate>, audit: Arc<AuditLog>) -> Self {
+        Invoker {
+            sandbox,
+            delegate,
+            audit,
+        }
+    }
+}
+
+/// Per-tenant policy for the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantPolicy {
+    /// Refuse a call whose audit record cannot be written (default). When
+    /// off, the failure is logged and the call goes on.
+    pub audit_fail_closed: bool,
+}
+
+/// The pipeline for one tenant.
+#[derive(Debug)]
+pub struct TenantInvoker {
+    catalog: Arc<TenantCatalog>,
+    shared: Arc<Invoker>,
+    policy: TenantPolicy,
+}
+
+/// One call as the protocol layer received it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Who is calling (validated at the edge).
+    pub principal: &'a Principal,
+    /// The legacy session the host issued to this caller, if any.
+    pub session: Option<&'a HostSession>,
+    /// The request's trace.
+    pub trace: &'a TraceContext,
+    /// The tool's name.
+    pub tool: &'a str,
+    /// The arguments object.
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TenantInvoker {
+    /// The pipeline for `catalog`.
+    pub fn new(catalog: Arc<TenantCatalog>, shared: Arc<Invoker>, policy: TenantPolicy) -> Self {
+        TenantInvoker {
+            catalog,
+            shared,
+            policy,
+        }
+    }
+
+    /// The tenant id.
+    pub fn tenant(&self) -> &str {
+        self.catalog.id()
+    }
+
+    /// The tools `principal` may see and call.
+    pub fn tools<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = &'a InstalledTool> {
+        self.catalog.visible(principal.scopes())
+    }
+
+    /// Run one call.
+    pub async fn call(&self, call: Call<'_>) -> Result<ToolOutput, InvokeError> {
+        let principal = call.principal;
+        let tool = self
+            .catalog
+            .find(call.tool, principal.scopes())
+            .ok_or_else(|| InvokeError::UnknownTool(call.tool.to_string()))?;
+        let envelope = Arc::new(mint(&call, tool));
+        let arguments = serde_json::Value::Object(call.arguments).to_string();
+        tracing::info!(
+            tenant = %envelope.tenant(), tool = %envelope.tool(), trace_id = %envelope.trace_id(),
+            envelope_id = %envelope.envelope_id(), "tool call"
+        );
+
+        let audit = &self.shared.audit;
+        // The start record is written while the guest runs (`join` polls it
+        // first, so it is queued before anything else of this call): a tool
+        // reaches nothing but its own memory without a delegated request, and
+        // each of those is audited on its own. The result is withheld until
+        // the start record is safely written.
+        let began = Instant::now();
+        let who = CallIdentity::from(&*envelope);
+        let start = audit.append(Entry::start(who.clone(), arguments.as_bytes()));
+        let run = self.shared.sandbox.call(
+            &tool.component,
+            CallRequest {
+                envelope: envelope.clone(),
+                arguments,
+                delegate: self.shared.delegate.clone(),
+            },
+        );
+        let (started, outcome) = tokio::join!(start, run);
+        let end = audit
+            .append(Entry::end(
+                who,
+                CallEnd {
+                    outcome: if outcome.is_ok() {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Error
+                    },
+                    error_kind: outcome.as_ref().err().map(|e| e.code().to_string()),
+                    duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    cpu_ms: None,
+                    output_bytes: outcome.as_ref().map_or(0, |o| o.encoded_bytes as u64),
+                },
+            ))
+            .await;
+        if let Err(e) = started.and(end) {
+            tracing::error!(
+                tenant = %envelope.tenant(), trace_id = %envelope.trace_id(), error = %e,
+                "could not write the audit trail"
+            );
+            if self.policy.audit_fail_closed {
+                return Err(InvokeError::AuditUnavailable);
+            }
+        }
+        outcome.map_err(InvokeError::Call)
+    }
+}
+
+/// The envelope of this call, from the validated principal and the host's own
+/// state only: nothing comes from the arguments or the model. It expires no
+/// later than the call's deadline.
+fn mint(call: &Call<'_>, tool: &InstalledTool) -> Envelope {
+    let p = call.principal;
+    Envelope::mint(
+        EnvelopeClaims {
+            tenant: p.tenant().to_string(),
+            issuer: p.issuer().to_string(),
+            actor_kind: p.actor_kind(),
+            subject: p.subject().to_string(),
+            client_id: p.client_id().map(str::to_string),
+            agent_id: p.agent_id().map(str::to_string),
+            session_id: call.session.map(|s| s.id().to_string()),
+            trace_id: call.trace.trace_id().to_string(),
+            tool: tool.descriptor.name.clone(),
+            scopes: p.scopes().iter().cloned().collect(),
+            delegations: Vec::new(),
+        },
+        tool.component.limits().timeout,
+    )
+}
