@@ -1,6 +1,7 @@
 //! airlock's integration tests: one binary, real components built from source,
 //! real HTTP on loopback. See `tests/src/lib.rs` for the shared pieces.
 
+mod audit;
 mod cli;
 mod concurrency;
 mod dev;
@@ -8,6 +9,7 @@ mod edge;
 mod envelope;
 mod examples;
 mod hostile;
+mod leaks;
 mod loading;
 mod mcp;
 mod memory;

@@ -133,3 +133,80 @@ async fn relative_config_path_works_from_any_working_directory() {
         assert!(!cwd.join("data").exists() || cwd == site);
     }
 }
+
+/// SIGKILL while calls are in flight leaves an audit trail that verifies up
+/// to its last complete record, and the next start continues it.
+#[tokio::test]
+async fn a_killed_server_leaves_a_verifiable_audit_trail() {
+    if std::env::var_os(CHILD_ARGS).is_some() {
+        return;
+    }
+    let idp = TestIdp::start("").await;
+    let site = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::ECHO, site.path().join("echo.wasm")).unwrap();
+    std::fs::copy(guests::WHOAMI, site.path().join("whoami.wasm")).unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\npublic_url = \"{url}\"\ndata_dir = \"data\"\n\
+         [components.echo]\npath = \"echo.wasm\"\n\
+         [components.whoami]\npath = \"whoami.wasm\"\n{}",
+        tenant("acme", &idp.issuer, &["mcp"])
+    );
+    std::fs::write(site.path().join("airlock.toml"), text).unwrap();
+    let endpoint = format!("{url}/mcp/acme");
+    let token = idp.token(&endpoint, "alice", "mcp");
+    let data = site.path().join("data").display().to_string();
+    let verify = async || {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = airlock_host::cli::run(
+            ["airlock", "audit", "verify", "--data", &data],
+            &mut out,
+            &mut err,
+        )
+        .await;
+        let out = String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap();
+        (code, out)
+    };
+
+    for round in 0..2 {
+        let mut server = spawn_serve(site.path(), "airlock.toml");
+        echo_until_up(&mut server, &endpoint, &token).await;
+        // Keep 8 calls in flight, then kill the server without warning.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = Vec::new();
+        for _ in 0..8 {
+            let (endpoint, token, stop) = (endpoint.clone(), token.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http
+                        .post(&endpoint)
+                        .bearer_auth(&token)
+                        .header("accept", "application/json, text/event-stream")
+                        .header("mcp-protocol-version", "2026-07-28")
+                        .header("mcp-method", "tools/call")
+                        .header("mcp-name", "echo")
+                        .json(&serde_json::json!({
+                            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {"text": "load"},
+                              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                        "io.modelcontextprotocol/clientCapabilities": {}}}
+                        }))
+                        .send()
+                        .await;
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(server); // SIGKILL
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+        let (code, out) = verify().await;
+        assert_eq!(code, 0, "round {round}: {out}");
+        assert!(out.contains("OK: tenant acme"), "round {round}: {out}");
+    }
+}

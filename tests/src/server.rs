@@ -17,7 +17,7 @@ pub struct TestServer {
     pub url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -64,13 +64,22 @@ impl TestServer {
             url,
             stop: Some(stop),
             task: Some(task),
-            _data: data,
+            _data: Some(data),
         }
     }
 
     /// The host's data directory (its database, key ring and caches).
     pub fn data_dir(&self) -> &Path {
-        self._data.path()
+        self._data
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+
+    /// Shut down gracefully and hand over the data directory it leaves.
+    pub async fn stop_keeping_data(mut self) -> Result<tempfile::TempDir, String> {
+        let data = self._data.take().ok_or("no data directory")?;
+        self.stop().await?;
+        Ok(data)
     }
 
     /// The MCP endpoint of `tenant` (also its token audience).
