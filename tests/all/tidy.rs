@@ -99,6 +99,39 @@ fn nothing_dev_only_is_reachable_from_serve() {
 }
 
 #[test]
+fn only_invoke_mints_envelopes_and_mcp_only_translates() {
+    let mut files = Vec::new();
+    rust_files(&root().join("host/src"), &mut files);
+    let mut violations = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        let module = module_of(file);
+        // `airlock tool run` mints a development envelope for one local call.
+        let may_mint = module == "invoke" || module == "envelope" || file.ends_with("cli/tool.rs");
+        if text.contains("Envelope::mint") && !may_mint {
+            violations.push(format!("{} mints an envelope", file.display()));
+        }
+        if module == "mcp" {
+            for pipeline in [
+                "Envelope",
+                "crate::audit",
+                "Sandbox",
+                "crate::delegate",
+                "crate::registry::TenantCatalog",
+            ] {
+                if text.contains(pipeline) {
+                    violations.push(format!(
+                        "{} names `{pipeline}`: the call pipeline belongs in `invoke`",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
 fn every_guest_component_has_a_test() {
     let mut sources = String::new();
     let mut files = Vec::new();

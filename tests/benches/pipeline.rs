@@ -1,0 +1,137 @@
+//! What the call pipeline adds to a tool call, in process: minting an
+//! envelope and signing it for one downstream request (Ed25519 compact JWS),
+//! and writing the audit trail (a start and an end record per call, batched,
+//! flushed to disk before they are acknowledged).
+//!
+//! `cargo bench -p airlock-tests --bench pipeline`. Results go in
+//! BENCHMARKS.md by hand, with the machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use airlock_host::audit::{
+    AuditLog, AuditSettings, CallEnd, CallIdentity, CheckpointSigner, Entry, Outcome,
+};
+use airlock_host::envelope::{KeyRing, RequestBinding};
+use airlock_host::storage::Storage;
+use airlock_tests::envelope;
+
+const SAMPLES: usize = 20_000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn report(what: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{what:<44} p50 {:>9.1?}  p99 {:>9.1?}  mean {:>9.1?}",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        mean
+    );
+}
+
+struct Signer(Arc<KeyRing>);
+
+impl CheckpointSigner for Signer {
+    fn sign(&self, msg: &[u8]) -> Result<(String, Vec<u8>), String> {
+        let (kid, sig) = self.0.sign_bytes(msg);
+        Ok((kid, sig.to_vec()))
+    }
+}
+
+fn end() -> CallEnd {
+    CallEnd {
+        outcome: Outcome::Ok,
+        error_kind: None,
+        duration_ms: 1,
+        cpu_ms: None,
+        output_bytes: 20,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(KeyRing::open(&dir.path().join("keys")).unwrap());
+
+    let mut mint = Vec::with_capacity(SAMPLES);
+    let mut sign = Vec::with_capacity(SAMPLES);
+    let body = br#"{"title":"groceries","text":"milk"}"#;
+    for _ in 0..SAMPLES {
+        let start = Instant::now();
+        let env = envelope("acme", "alice", "add_note", &["notes"]);
+        mint.push(start.elapsed());
+        let start = Instant::now();
+        let jws = env
+            .sign_for(
+                &ring,
+                "https://airlock.example",
+                "https://notes.example",
+                &RequestBinding {
+                    method: "POST",
+                    path: "/notes",
+                    body,
+                },
+            )
+            .unwrap();
+        sign.push(start.elapsed());
+        std::hint::black_box(jws);
+    }
+    report("mint envelope", mint);
+    report("sign envelope for one request (Ed25519 JWS)", sign);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let storage = Storage::open(&dir.path().join("db")).unwrap();
+        let audit = Arc::new(
+            AuditLog::open(
+                &storage,
+                Arc::new(Signer(ring.clone())),
+                AuditSettings::default(),
+            )
+            .unwrap(),
+        );
+        let env = envelope("acme", "alice", "echo", &[]);
+        let who = CallIdentity::from(&*env);
+        let args = br#"{"text":"hi"}"#;
+
+        // One caller at a time: each call waits for its start and end records.
+        let mut samples = Vec::with_capacity(2_000);
+        for _ in 0..2_000 {
+            let start = Instant::now();
+            audit.append(Entry::start(who.clone(), args)).await.unwrap();
+            audit.append(Entry::end(who.clone(), end())).await.unwrap();
+            samples.push(start.elapsed());
+        }
+        report("audit start + end, 1 caller", samples);
+
+        // 64 callers at once: records share batches and flushes.
+        let done = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (audit, who, done) = (audit.clone(), who.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                while started.elapsed() < Duration::from_secs(3) {
+                    audit.append(Entry::start(who.clone(), args)).await.unwrap();
+                    audit.append(Entry::end(who.clone(), end())).await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let calls = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        println!("audit start + end, 64 callers: {calls:.0} calls/s");
+        audit.shutdown().await.unwrap();
+    });
+}
