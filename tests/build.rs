@@ -16,7 +16,7 @@ mod guest_build;
 
 /// (workspace directory relative to the repository root, member crates)
 const WORKSPACES: &[(&str, &[&str])] = &[
-    ("example-tools", &["echo", "whoami", "notes"]),
+    ("example-tools", &["echo", "whoami", "notes", "tickets"]),
     (
         "tests/fixtures",
         &[

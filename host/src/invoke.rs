@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::{AuditLog, CallEnd, CallIdentity, Entry, Outcome};
-use crate::delegate::Delegate;
+use crate::delegate::Delegation;
 use crate::edge::{HostSession, Principal, TraceContext};
 use crate::envelope::{Envelope, EnvelopeClaims};
 use crate::registry::{InstalledTool, TenantCatalog};
@@ -34,7 +34,7 @@ pub enum InvokeError {
 /// What the host shares between every tenant's calls.
 pub struct Invoker {
     sandbox: Arc<Sandbox>,
-    delegate: Arc<dyn Delegate>,
+    delegation: Arc<dyn Delegation>,
     audit: Arc<AuditLog>,
 }
 
@@ -45,12 +45,16 @@ impl std::fmt::Debug for Invoker {
 }
 
 impl Invoker {
-    /// Calls run in `sandbox`, reach services through `delegate` and are
-    /// recorded in `audit`.
-    pub fn new(sandbox: Arc<Sandbox>, delegate: Arc<dyn Delegate>, audit: Arc<AuditLog>) -> Self {
+    /// Calls run in `sandbox`, reach services through the delegates
+    /// `delegation` makes, and are recorded in `audit`.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        delegation: Arc<dyn Delegation>,
+        audit: Arc<AuditLog>,
+    ) -> Self {
         Invoker {
             sandbox,
-            delegate,
+            delegation,
             audit,
         }
     }
@@ -138,7 +142,7 @@ impl TenantInvoker {
             CallRequest {
                 envelope: envelope.clone(),
                 arguments,
-                delegate: self.shared.delegate.clone(),
+                delegate: self.shared.delegation.for_call(principal.token().expose()),
             },
         );
         let (started, outcome) = tokio::join!(start, run);
@@ -188,7 +192,7 @@ fn mint(call: &Call<'_>, tool: &InstalledTool) -> Envelope {
             trace_id: call.trace.trace_id().to_string(),
             tool: tool.descriptor.name.clone(),
             scopes: p.scopes().iter().cloned().collect(),
-            delegations: Vec::new(),
+            delegations: tool.delegations.clone(),
         },
         tool.component.limits().timeout,
     )

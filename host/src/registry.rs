@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, ServiceMode};
+use crate::envelope::{Delegation, DelegationMode};
 use crate::sandbox::{LoadedComponent, Sandbox, ToolDescriptor};
 
 /// Why the catalogs could not be built.
@@ -47,6 +48,9 @@ pub struct InstalledTool {
     pub component: LoadedComponent,
     /// Scopes a caller needs to see and call it.
     pub scopes: BTreeSet<String>,
+    /// The services its install grants, and their modes: a call's envelope
+    /// carries exactly these.
+    pub delegations: Vec<Delegation>,
 }
 
 /// The tools of one tenant.
@@ -129,6 +133,21 @@ impl Registry {
                         )));
                     }
                 }
+                let delegations: Vec<Delegation> = install
+                    .services
+                    .iter()
+                    .filter_map(|name| {
+                        let service = tenant.services.get(name)?;
+                        Some(Delegation {
+                            service: name.clone(),
+                            mode: match service.mode {
+                                ServiceMode::Service(_) => DelegationMode::Service,
+                                ServiceMode::OnBehalfOf(_) => DelegationMode::OnBehalfOf,
+                                ServiceMode::UserToken { .. } => DelegationMode::UserToken,
+                            },
+                        })
+                    })
+                    .collect();
                 for descriptor in component.tools() {
                     if tools.iter().any(|t| t.descriptor.name == descriptor.name) {
                         return Err(fail(format!(
@@ -144,6 +163,7 @@ impl Registry {
                         descriptor: descriptor.clone(),
                         component: component.clone(),
                         scopes,
+                        delegations: delegations.clone(),
                     });
                 }
             }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, AuditSettings, CheckpointSigner};
 use crate::config::Config;
-use crate::delegate::Delegate;
+use crate::delegate::{Broker, Delegate, Delegation};
 use crate::edge::{self, Edge};
 use crate::envelope::KeyRing;
 use crate::invoke::{Invoker, TenantInvoker, TenantPolicy};
@@ -52,6 +52,9 @@ pub enum ServeError {
     /// The envelope signing keys are unusable.
     #[error("envelope signing keys: {0}")]
     Keys(#[from] crate::envelope::KeyError),
+    /// A service is unusable as configured.
+    #[error(transparent)]
+    Broker(#[from] crate::delegate::BrokerError),
     /// The audit trail could not be opened.
     #[error("audit trail: {0}")]
     Audit(#[from] crate::audit::AuditError),
@@ -105,9 +108,26 @@ fn allowed_hosts(config: &Config) -> Vec<String> {
 
 impl Host {
     /// Build everything `config` describes: open the data directory's
-    /// database and envelope key ring, load the components, and assemble the
-    /// HTTP service. Delegated requests go to `delegate`.
-    pub async fn build(config: Config, delegate: Arc<dyn Delegate>) -> Result<Self, ServeError> {
+    /// database and envelope key ring, load the components, build the
+    /// delegation broker for the configured services, and assemble the HTTP
+    /// service.
+    pub async fn build(config: Config) -> Result<Self, ServeError> {
+        Self::assemble(config, None).await
+    }
+
+    /// [`Host::build`] with every delegated request going to `delegate`
+    /// instead of the broker (tests, tools).
+    pub async fn build_with(
+        config: Config,
+        delegate: Arc<dyn Delegate>,
+    ) -> Result<Self, ServeError> {
+        Self::assemble(config, Some(delegate)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        delegate: Option<Arc<dyn Delegate>>,
+    ) -> Result<Self, ServeError> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
@@ -128,7 +148,11 @@ impl Host {
             ..SandboxSettings::default()
         })?);
         let registry = Registry::build(&config, &sandbox).await?;
-        let invoker = Arc::new(Invoker::new(sandbox, delegate, audit.clone()));
+        let delegation: Arc<dyn Delegation> = match delegate {
+            Some(delegate) => Arc::new(delegate),
+            None => Arc::new(Arc::new(Broker::new(&config, keys.clone(), audit.clone())?)),
+        };
+        let invoker = Arc::new(Invoker::new(sandbox, delegation, audit.clone()));
         let shutdown = CancellationToken::new();
         let mut services = BTreeMap::new();
         for (tenant, tenant_config) in &config.tenants {

@@ -4,6 +4,8 @@
 mod audit;
 mod cli;
 mod concurrency;
+mod delegation;
+mod demo;
 mod dev;
 mod edge;
 mod envelope;

@@ -133,5 +133,30 @@ fn main() {
         let calls = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
         println!("audit start + end, 64 callers: {calls:.0} calls/s");
         audit.shutdown().await.unwrap();
+
+        // What the background flush costs: one small write, then a flush.
+        let tree = storage.tree("bench").unwrap();
+        let mut samples = Vec::with_capacity(200);
+        for i in 0..200u32 {
+            tree.put_unflushed(&i.to_string(), &i).unwrap();
+            let start = Instant::now();
+            storage.flush().unwrap();
+            samples.push(start.elapsed());
+        }
+        report("database flush (fsync) after one write", samples);
+
+        // The storage cost of one record, without the writer's queue.
+        let records = storage.seq_tree("bench.records").unwrap();
+        let checkpoints = storage.seq_tree("bench.checkpoints").unwrap();
+        let value = vec![b'x'; 400];
+        let mut samples = Vec::with_capacity(5_000);
+        for seq in 1..=5_000u64 {
+            let start = Instant::now();
+            storage
+                .append_atomically((&records, &[(seq, value.clone())]), (&checkpoints, &[]))
+                .unwrap();
+            samples.push(start.elapsed());
+        }
+        report("one 400-byte record, atomic append", samples);
     });
 }

@@ -30,6 +30,16 @@ impl TestServer {
 
     /// [`TestServer::start`] with delegated requests going to `delegate`.
     pub async fn start_with(rest: &str, delegate: Arc<dyn Delegate>) -> Self {
+        Self::start_inner(rest, Some(delegate)).await
+    }
+
+    /// [`TestServer::start`] with the real delegation broker for the
+    /// services `rest` configures.
+    pub async fn start_brokered(rest: &str) -> Self {
+        Self::start_inner(rest, None).await
+    }
+
+    async fn start_inner(rest: &str, delegate: Option<Arc<dyn Delegate>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -51,7 +61,11 @@ impl TestServer {
         );
         let config = Config::parse(&text, Path::new("test.toml"), data.path())
             .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
-        let host = Host::build(config, delegate).await.expect("host builds");
+        let host = match delegate {
+            Some(delegate) => Host::build_with(config, delegate).await,
+            None => Host::build(config).await,
+        }
+        .unwrap_or_else(|e| panic!("host builds: {e}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             host.serve(listener, async {

@@ -9,7 +9,8 @@
 //! - [`store`]: the [`AuditStore`] trait (append a batch atomically, read in
 //!   order) and its embedded implementation over [`crate::storage`].
 //! - [`writer`]: [`AuditLog`], which batches appends off the request path on
-//!   one background task and acknowledges each only once it is on disk.
+//!   the caller's own task under a lock, acknowledges each once the database
+//!   holds it, and flushes to disk from a thread of its own.
 //! - [`verify`](mod@verify): [`verify()`] walks each chain and names the first bad record;
 //!   [`export()`] prints records as JSON lines.
 //!
@@ -77,7 +78,4 @@ pub enum AuditError {
     /// A record could not be serialized.
     #[error("cannot encode an audit record: {0}")]
     Encode(String),
-    /// [`AuditLog::open`] was called outside a tokio runtime.
-    #[error("the audit writer needs a tokio runtime")]
-    NoRuntime,
 }

@@ -121,8 +121,8 @@ pub struct CallEnd {
 pub struct DelegatedRequest {
     /// The service, as configured for the tenant.
     pub service: String,
-    /// How the host authenticated.
-    pub mode: DelegationMode,
+    /// How the host authenticated (none when the service is not configured).
+    pub mode: Option<DelegationMode>,
     /// The HTTP method.
     pub method: String,
     /// The path; [`Entry::delegation`] keeps only the names of query parameters.

@@ -1,18 +1,17 @@
-//! [`AuditLog`]: appends records off the request path.
+//! [`AuditLog`]: appends records, with the disk off the request path.
 //!
-//! Callers put entries on a bounded queue (waiting when it is full; nothing is
-//! ever dropped) and wait for their acknowledgement. One writer on tokio's
-//! blocking pool takes everything queued, gives each entry its place in its
-//! tenant's chain, writes each tenant's share in one atomic append, flushes
-//! once, and only then acknowledges: an acknowledged record is on disk. If a
-//! write fails, every entry of it gets the error, and that tenant's chain is
-//! re-read from the store before its next write.
+//! A caller's entry gets its place in its tenant's chain and is stored in one
+//! atomic append, under a lock, before `append` returns; a flusher thread takes
+//! what was written to disk at most every [`FLUSH_INTERVAL`] (see
+//! [`AuditLog`]). Nothing is ever dropped: a failed write fails its
+//! append, and that tenant's chain is re-read from the store before its next
+//! write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::storage::Storage;
 
@@ -20,23 +19,17 @@ use super::record::{Checkpoint, Entry, Salt, ZERO_HASH, chain_hash, decode_hash,
 use super::store::{AuditStore, EmbeddedStore};
 use super::{AuditError, CheckpointSigner};
 
-/// How the writer batches and signs.
+/// How the writer signs.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// Sign a checkpoint after this many records of a tenant (and at shutdown).
     pub checkpoint_every: u64,
-    /// Entries that may wait for the writer before appends wait themselves.
-    pub queue_capacity: usize,
-    /// Most entries written in one batch.
-    pub max_batch: usize,
 }
 
 impl Default for AuditSettings {
     fn default() -> Self {
         AuditSettings {
             checkpoint_every: 1000,
-            queue_capacity: 4096,
-            max_batch: 1024,
         }
     }
 }
@@ -50,18 +43,22 @@ pub struct AppendReceipt {
 
 type Ack = oneshot::Sender<Result<AppendReceipt, AuditError>>;
 
-enum Command {
-    // Boxed so queue slots stay small; an entry's strings are on the heap anyway.
-    Append(Box<Entry>, Ack),
-    Shutdown(oneshot::Sender<Result<(), AuditError>>),
-}
-
 /// The audit trail's writer. Share it (`Arc`); call [`AuditLog::shutdown`]
 /// before exit to sign the final checkpoints.
-#[derive(Debug)]
+///
+/// An append is written by its caller, under a lock: giving each record its
+/// place in the chain and storing it takes microseconds, less than handing it
+/// to another task or thread would. The slow part, the disk, is off the
+/// request path: a flusher thread flushes what was written at most every
+/// [`FLUSH_INTERVAL`], batching many records into one fsync.
 pub struct AuditLog {
-    queue: mpsc::Sender<Command>,
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: Mutex<Option<Writer>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {
@@ -85,7 +82,6 @@ impl AuditLog {
         signer: Arc<dyn CheckpointSigner>,
         settings: AuditSettings,
     ) -> Result<AuditLog, AuditError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| AuditError::NoRuntime)?;
         let mut heads = HashMap::new();
         for tenant in store.tenants()? {
             match Head::load(&*store, &tenant) {
@@ -99,62 +95,67 @@ impl AuditLog {
                 Err(e) => return Err(e),
             }
         }
-        let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(FlushState::default()),
+            wake: std::sync::Condvar::new(),
+        });
+        let flush_thread = {
+            let (flusher, store) = (flusher.clone(), store.clone());
+            std::thread::Builder::new()
+                .name("airlock-audit-flush".into())
+                .spawn(move || flusher.run(&*store))
+                .map_err(|e| AuditError::Store(super::StoreError::new(e.to_string())))?
+        };
         let writer = Writer {
+            flusher,
+            flush_thread: Some(flush_thread),
             store,
             signer,
             checkpoint_every: settings.checkpoint_every.max(1),
-            max_batch: settings.max_batch.max(1),
             heads,
         };
-        let handle = runtime.spawn_blocking(move || writer.run(receiver));
         Ok(AuditLog {
-            queue,
-            writer: Mutex::new(Some(handle)),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
-    /// Append `entry` to its tenant's chain. Resolves once the record is on
-    /// disk, with its seq; an error means it may not be, and the call it
-    /// belongs to must fail.
+    fn writer(&self) -> std::sync::MutexGuard<'_, Option<Writer>> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Append `entry` to its tenant's chain. Resolves once the database holds
+    /// the record (its batch is flushed to disk right after), with its seq; an
+    /// error means it may not be written, and the call it belongs to must fail.
     pub fn append(
         &self,
         entry: Entry,
     ) -> impl Future<Output = Result<AppendReceipt, AuditError>> + Send + 'static {
-        let queue = self.queue.clone();
-        async move {
-            if !crate::config::valid_tenant_id(entry.tenant()) {
-                return Err(AuditError::InvalidTenant(entry.tenant().to_string()));
-            }
-            let (ack, receipt) = oneshot::channel();
-            queue
-                .send(Command::Append(Box::new(entry), ack))
-                .await
-                .map_err(|_| AuditError::Closed)?;
-            receipt.await.map_err(|_| AuditError::Closed)?
-        }
+        std::future::ready(self.append_now(entry))
     }
 
-    /// Write everything queued, sign a final checkpoint for every chain with
-    /// unsigned records, flush, and stop accepting entries. Safe to call more
-    /// than once.
-    pub async fn shutdown(&self) -> Result<(), AuditError> {
-        let (done, result) = oneshot::channel();
-        let outcome = match self.queue.send(Command::Shutdown(done)).await {
-            Ok(()) => result.await.unwrap_or(Err(AuditError::Closed)),
-            // Already shut down.
-            Err(_) => Ok(()),
-        };
-        let handle = match self.writer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(handle) = handle
-            && handle.await.is_err()
-        {
-            return Err(AuditError::Closed);
+    fn append_now(&self, entry: Entry) -> Result<AppendReceipt, AuditError> {
+        if !crate::config::valid_tenant_id(entry.tenant()) {
+            return Err(AuditError::InvalidTenant(entry.tenant().to_string()));
         }
-        outcome
+        let (ack, mut receipt) = oneshot::channel();
+        match self.writer().as_mut() {
+            Some(writer) => writer.write(vec![(entry, ack)]),
+            None => return Err(AuditError::Closed),
+        }
+        receipt.try_recv().unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// Sign a final checkpoint for every chain with unsigned records, flush,
+    /// and stop accepting entries. Safe to call more than once.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let writer = self.writer().take();
+        match writer {
+            // Dropping the writer stops the flusher after a last flush.
+            Some(mut writer) => writer.final_checkpoints(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -210,53 +211,108 @@ impl Head {
     }
 }
 
+/// How often written records are flushed to disk at most: the longest a
+/// crash can be after a record was acknowledged and still lose it.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Flushes the store on a thread of its own, so that the writer goes on
+/// writing (and acknowledging) while the disk catches up.
+struct Flusher {
+    state: Mutex<FlushState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Something was written since the last flush began.
+    dirty: bool,
+    /// The writer is gone: flush once more and stop.
+    stop: bool,
+    /// The last flush failed.
+    failed: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark_dirty(&self) {
+        self.lock().dirty = true;
+        self.wake.notify_one();
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self, store: &dyn AuditStore) {
+        let mut last_flush: Option<std::time::Instant> = None;
+        loop {
+            let mut state = self.lock();
+            while !state.dirty && !state.stop {
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if state.stop && !state.dirty {
+                return;
+            }
+            let stopping = state.stop;
+            drop(state);
+            // A flush holds up concurrent writes (sled serialises them), so
+            // flush at most once per interval; the write path stays short.
+            if !stopping && let Some(at) = last_flush {
+                std::thread::sleep(FLUSH_INTERVAL.saturating_sub(at.elapsed()));
+            }
+            self.lock().dirty = false;
+            last_flush = Some(std::time::Instant::now());
+            let result = store.flush();
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "audit flush failed; refusing appends until one succeeds");
+            }
+            self.lock().failed = result.is_err();
+        }
+    }
+}
+
 struct Writer {
+    flusher: Arc<Flusher>,
+    flush_thread: Option<std::thread::JoinHandle<()>>,
     store: Arc<dyn AuditStore>,
     signer: Arc<dyn CheckpointSigner>,
     checkpoint_every: u64,
-    max_batch: usize,
     heads: HashMap<String, Head>,
 }
 
-impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Command>) {
-        let mut appends = Vec::new();
-        let mut shutdowns = Vec::new();
-        while let Some(first) = queue.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Append(entry, ack) => appends.push((*entry, ack)),
-                    Command::Shutdown(done) => shutdowns.push(done),
-                }
-                if appends.len() < self.max_batch {
-                    next = queue.try_recv().ok();
-                }
-            }
-            if !shutdowns.is_empty() {
-                // Accept nothing more, but write everything already accepted.
-                queue.close();
-                while let Ok(command) = queue.try_recv() {
-                    match command {
-                        Command::Append(entry, ack) => appends.push((*entry, ack)),
-                        Command::Shutdown(done) => shutdowns.push(done),
-                    }
-                }
-            }
-            self.write(std::mem::take(&mut appends));
-            if !shutdowns.is_empty() {
-                let result = self.final_checkpoints();
-                for done in shutdowns.drain(..) {
-                    let _ = done.send(result.clone());
-                }
-                return;
-            }
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Flush what was written and wait for the flusher to let go of the store.
+        self.flusher.stop();
+        if let Some(thread) = self.flush_thread.take() {
+            let _ = thread.join();
         }
-        // Every handle is gone: everything queued was written. No final
-        // checkpoint: the tail stays verifiable through the chain.
     }
+}
 
-    /// Write one batch, flush once, then acknowledge every entry.
+impl Writer {
+    /// Write one batch and acknowledge every entry; the flusher then takes
+    /// it to disk.
+    ///
+    /// An entry is acknowledged when the database holds it (each tenant's
+    /// share is one atomic append). Waiting for the disk before answering
+    /// would put an fsync on every call's path; instead a thread of its own
+    /// flushes what was written at most every [`FLUSH_INTERVAL`], so a crash
+    /// can lose the records of the last interval, never tear one. If a flush
+    /// fails, nothing more is accepted until one succeeds.
     fn write(&mut self, appends: Vec<(Entry, Ack)>) {
         if appends.is_empty() {
             return;
@@ -267,6 +323,16 @@ impl Writer {
             tenants = tracing::field::Empty
         );
         let _entered = span.enter();
+        if self.flusher.failed() {
+            if let Err(e) = self.store.flush() {
+                tracing::error!(error = %e, "audit flush still failing; refusing appends");
+                for (_, ack) in appends {
+                    let _ = ack.send(Err(AuditError::Store(e.clone())));
+                }
+                return;
+            }
+            self.flusher.lock().failed = false;
+        }
         let mut by_tenant: BTreeMap<String, Vec<(Entry, Ack)>> = BTreeMap::new();
         for (entry, ack) in appends {
             by_tenant
@@ -280,13 +346,8 @@ impl Writer {
         for (tenant, entries) in by_tenant {
             written |= self.write_tenant(&tenant, entries, &mut acks);
         }
-        if written && let Err(e) = self.store.flush() {
-            tracing::error!(error = %e, "audit flush failed; failing every append of the batch");
-            for (_, result) in &mut acks {
-                if result.is_ok() {
-                    *result = Err(AuditError::Store(e.clone()));
-                }
-            }
+        if written {
+            self.flusher.mark_dirty();
         }
         for (ack, result) in acks {
             // The caller may have given up waiting; the record stays written.

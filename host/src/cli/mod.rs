@@ -138,7 +138,7 @@ async fn serve(path: &std::path::Path, out: &mut (dyn Write + Send)) -> Result<(
     let listen = config.listen;
     let public = config.public_url.clone();
     let tenants: Vec<String> = config.tenants.keys().cloned().collect();
-    let host = crate::server::Host::build(config, std::sync::Arc::new(crate::delegate::DenyAll))
+    let host = crate::server::Host::build(config)
         .await
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 use crate::sandbox::Limits;
 
+mod services;
+
+pub use services::{OAuthClient, SecretSource, ServiceConfig, ServiceCredential, ServiceMode};
+
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,6 +90,8 @@ struct RawTenant {
     #[serde(default)]
     install: Vec<RawInstall>,
     audit_fail_closed: Option<bool>,
+    #[serde(default)]
+    services: BTreeMap<String, services::RawService>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +114,8 @@ struct RawInstall {
     tool_scopes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    services: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +178,8 @@ pub struct InstallConfig {
     pub tool_scopes: BTreeMap<String, Vec<String>>,
     /// Per-call limits.
     pub limits: Limits,
+    /// Services of the tenant its tools may reach, in the order listed.
+    pub services: Vec<String>,
 }
 
 /// One tenant.
@@ -185,6 +195,8 @@ pub struct TenantConfig {
     pub install: Vec<InstallConfig>,
     /// Refuse calls whose audit records cannot be written (default true).
     pub audit_fail_closed: bool,
+    /// Services its tools may reach, by name.
+    pub services: BTreeMap<String, ServiceConfig>,
 }
 
 /// Host-wide server settings.
@@ -397,6 +409,8 @@ impl Config {
                     jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
                 });
             }
+            let services = services::validate_all(t.services, &format!("tenants.{id}"), &base)
+                .map_err(|(k, m)| invalid(k, m))?;
             let mut install = Vec::new();
             let mut seen = BTreeSet::new();
             for (i, inst) in t.install.into_iter().enumerate() {
@@ -428,11 +442,27 @@ impl Config {
                 limits
                     .validate_memory(defaults.max_memory_bytes)
                     .map_err(|e| invalid(ikey("limits"), e.to_string()))?;
+                let mut granted = BTreeSet::new();
+                for service in &inst.services {
+                    if !services.contains_key(service) {
+                        return Err(invalid(
+                            ikey("services"),
+                            format!("no service `{service}` in [tenants.{id}.services]"),
+                        ));
+                    }
+                    if !granted.insert(service) {
+                        return Err(invalid(
+                            ikey("services"),
+                            format!("`{service}` is listed twice"),
+                        ));
+                    }
+                }
                 install.push(InstallConfig {
                     component: inst.component,
                     scopes: inst.scopes,
                     tool_scopes: inst.tool_scopes,
                     limits,
+                    services: inst.services,
                 });
             }
             tenants.insert(
@@ -443,6 +473,7 @@ impl Config {
                     scopes: t.scopes,
                     install,
                     audit_fail_closed: t.audit_fail_closed.unwrap_or(true),
+                    services,
                 },
             );
         }

@@ -108,3 +108,149 @@ fn every_path_is_absolute_even_from_a_relative_base() {
     let c = Config::parse(GOOD, Path::new("airlock.toml"), Path::new("")).unwrap();
     assert_eq!(c.data_dir, cwd.join("data"));
 }
+
+const SERVICES: &str = r#"
+[tenants.acme.services.notes]
+base_url = "https://notes.internal.example/api"
+mode = "service"
+scope = "notes"
+methods = ["get", "POST"]
+path_prefixes = ["/notes"]
+credential = { type = "static", header = "X-Api-Key", secret_env = "NOTES_KEY" }
+
+[tenants.acme.services.tickets]
+base_url = "https://tickets.example"
+mode = "on-behalf-of"
+token_exchange = { token_endpoint = "https://idp.example.com/token", client_id = "airlock", secret_file = "secrets/client", audience = "https://tickets.example" }
+"#;
+
+#[test]
+fn services_are_read_with_their_modes_and_grants() {
+    let text = format!("{GOOD}services = [\"notes\", \"tickets\"]\n{SERVICES}");
+    let c = parse(&text).unwrap();
+    let acme = &c.tenants["acme"];
+    assert_eq!(acme.install[0].services, ["notes", "tickets"]);
+    let notes = &acme.services["notes"];
+    assert_eq!(notes.audience, "https://notes.internal.example/api");
+    assert_eq!(
+        notes.methods.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["GET", "POST"]
+    );
+    assert!(!notes.allow_private);
+    assert_eq!(
+        notes.mode,
+        ServiceMode::Service(Some(ServiceCredential::Static {
+            header: "x-api-key".into(),
+            secret: SecretSource::Env("NOTES_KEY".into()),
+        }))
+    );
+    match &acme.services["tickets"].mode {
+        ServiceMode::OnBehalfOf(client) => {
+            assert_eq!(
+                client.secret,
+                SecretSource::File("/etc/airlock/secrets/client".into())
+            );
+            assert_eq!(client.audience.as_deref(), Some("https://tickets.example"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn service_errors_name_the_key() {
+    let with = |extra: &str, grant: &str| format!("{GOOD}services = [{grant}]\n{SERVICES}{extra}");
+    let cases = [
+        (
+            with("", "\"nope\""),
+            "tenants.acme.install[0].services",
+            "no service `nope`",
+        ),
+        (
+            with("", "\"notes\", \"notes\""),
+            "tenants.acme.install[0].services",
+            "listed twice",
+        ),
+    ];
+    for (text, key, says) in &cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{err}");
+    }
+    let svc = |body: &str| format!("{GOOD}\n[tenants.acme.services.s]\n{body}\n");
+    for (body, key, says) in [
+        (
+            "base_url = \"ftp://x\"\nmode = \"service\"",
+            "services.s.base_url",
+            "http or https",
+        ),
+        (
+            "base_url = \"https://u:p@x\"\nmode = \"service\"",
+            "services.s.base_url",
+            "without credentials",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"magic\"",
+            "services.s.mode",
+            "not a mode",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"on-behalf-of\"",
+            "services.s.token_exchange",
+            "needs a token_exchange",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"service\"\nmethods = [\"TRACE\"]",
+            "services.s.methods",
+            "TRACE",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"service\"\npath_prefixes = [\"notes\"]",
+            "services.s.path_prefixes",
+            "starting with `/`",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"service\"\ntimeout_ms = 0",
+            "services.s.timeout_ms",
+            "between",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"service\"\ncredential = { type = \"static\" }",
+            "services.s.credential.secret_env",
+            "exactly one",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"user-token\"",
+            "services.s.provider",
+            "needs a provider",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"service\"\ntoken_exchange = { token_endpoint = \"https://a\", client_id = \"c\", secret_env = \"E\" }",
+            "services.s.token_exchange",
+            "only for",
+        ),
+        (
+            "base_url = \"https://x\"\nmode = \"on-behalf-of\"\ntoken_exchange = { token_endpoint = \"http://a.example\", client_id = \"c\", secret_env = \"E\" }",
+            "services.s.token_exchange.token_endpoint",
+            "https",
+        ),
+    ] {
+        let err = parse(&svc(body)).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{body}: {err}");
+    }
+    let err = parse(&format!(
+        "{GOOD}\n[tenants.acme.services.Bad]\nbase_url = \"https://x\"\nmode = \"service\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tenants.acme.services.Bad"), "{err}");
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let text = include_str!("../../../airlock.example.toml");
+    let c = parse(text).unwrap();
+    assert_eq!(
+        c.tenants["acme"].services["notes"].path_prefixes,
+        ["/notes"]
+    );
+    assert!(c.data_dir.is_absolute());
+}

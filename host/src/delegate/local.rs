@@ -75,59 +75,19 @@ impl LocalServices {
 
     async fn send(
         &self,
+        service: &str,
         base: &reqwest::Url,
         request: OutboundRequest,
     ) -> Result<DelegateResponse, DelegateError> {
-        let mut url = base.clone();
-        let joined = format!("{}{}", base.path().trim_end_matches('/'), request.path());
-        url.set_path(&joined);
-        if !request.query().is_empty() {
-            url.query_pairs_mut().extend_pairs(request.query());
-        }
+        let url = super::egress::join(base, &request)?;
         let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
             .map_err(|e| DelegateError::InvalidRequest(e.to_string()))?;
         let mut builder = self.client.request(method, url);
         for (name, value) in request.headers() {
             builder = builder.header(name, value);
         }
-        let mut resp = builder
-            .body(request.body().to_vec())
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    DelegateError::Timeout
-                } else {
-                    DelegateError::Upstream("the service could not be reached".into())
-                }
-            })?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .filter(|(n, _)| n.as_str() != "set-cookie")
-            .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            if e.is_timeout() {
-                DelegateError::Timeout
-            } else {
-                DelegateError::Upstream("the response was cut off".into())
-            }
-        })? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(DelegateError::LimitExceeded(format!(
-                    "the response body exceeds {MAX_RESPONSE_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(DelegateResponse {
-            status,
-            headers,
-            body,
-        })
+        let builder = builder.body(request.body().to_vec());
+        super::egress::send(builder, service, MAX_RESPONSE_BYTES).await
     }
 }
 
@@ -144,7 +104,7 @@ impl Delegate for LocalServices {
                     "service `{service}` is not mapped; pass --service {service}=http://127.0.0.1:PORT"
                 ))
             })?;
-            self.send(base, request).await
+            self.send(service, base, request).await
         })
     }
 }

@@ -5,14 +5,21 @@
 //! state, to a [`Delegate`]. Policy, credentials and audit live behind that
 //! trait; this module owns the request rules every implementation relies on.
 
+mod broker;
+mod egress;
 mod local;
 mod request;
+mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
+pub use broker::{Broker, BrokerError, ENVELOPE_HEADER};
+pub use egress::forbidden as forbidden_address;
 pub use local::LocalServices;
 pub use request::{Method, OutboundRequest, RequestLimits};
+pub use tokens::Secret;
 
 use crate::envelope::Envelope;
 
@@ -69,6 +76,35 @@ pub trait Delegate: Send + Sync + 'static {
         service: &'a str,
         request: OutboundRequest,
     ) -> BoxFuture<'a, Result<DelegateResponse, DelegateError>>;
+
+    /// A request the sandbox refused before it reached [`Delegate::fetch`]
+    /// (it broke the request rules, or the call's request limit): recorded
+    /// where requests are recorded. `path` is as the guest gave it.
+    fn refused<'a>(
+        &'a self,
+        _envelope: &'a Envelope,
+        _service: &'a str,
+        _method: Method,
+        _path: &'a str,
+        _error: &'a DelegateError,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Makes the [`Delegate`] for one call. The caller's own access token is
+/// handed over for the call only (token exchange needs it as the subject
+/// token); it is never stored.
+pub trait Delegation: Send + Sync + 'static {
+    /// The delegate for one call by the holder of `caller_token`.
+    fn for_call(&self, caller_token: &str) -> Arc<dyn Delegate>;
+}
+
+/// Every call uses the same delegate (tests, `airlock tool run`).
+impl Delegation for Arc<dyn Delegate> {
+    fn for_call(&self, _caller_token: &str) -> Arc<dyn Delegate> {
+        self.clone()
+    }
 }
 
 /// The default: no services are configured, so every request is refused.

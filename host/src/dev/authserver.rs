@@ -2,20 +2,37 @@
 //! at `{public_url}/dev/{tenant}`: RFC 8414 metadata, dynamic client
 //! registration (RFC 7591), authorization code with PKCE S256 and a login page
 //! that picks a demo user, the RFC 8707 `resource` parameter, rotating refresh
-//! tokens, and the JWKS. Mounted only by `airlock dev`.
+//! tokens, RFC 8693 token exchange for the host's own confidential client,
+//! and the JWKS. Mounted only by `airlock dev`.
+//!
+//! Token exchange is what `on-behalf-of` delegation asks for: the host (client
+//! `airlock-host`, HTTP Basic authentication) trades a user's access token for
+//! this tenant's MCP endpoint for a five-minute token for one demo API, which
+//! names the user as `sub` and the host as `act.sub`. The exchanged token may
+//! carry the subject token's scopes and the target API's own scopes, nothing
+//! else: the user consented to the host acting for them when logging in, and
+//! the demo APIs' scopes are granted to the host's client.
+//!
+//! This module also reads the `Authorization` header for the demo APIs
+//! ([`presented_credentials`]): the client authentication of an authorization
+//! server and an API's credential check, never the host's own inbound tokens.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -33,6 +50,17 @@ const CODE_LIFETIME: Duration = Duration::from_secs(120);
 const MAX_CODES: usize = 10_000;
 /// Largest registration or token request.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// How long an exchanged token lives.
+const EXCHANGED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// Clock skew tolerated when verifying the tokens these issuers minted.
+const LEEWAY_SECONDS: u64 = 5;
+
+/// The host's confidential client at every development issuer.
+pub(crate) const HOST_CLIENT_ID: &str = "airlock-host";
+/// The RFC 8693 grant type.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The RFC 8693 token type of an access token.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// One demo tenant's issuer.
 pub(crate) struct TenantIssuer {
@@ -46,6 +74,18 @@ pub(crate) struct TenantIssuer {
     pub scopes: Vec<String>,
     /// Its signing key.
     pub key: IssuerKey,
+    /// The demo APIs the host may exchange this tenant's tokens for.
+    pub exchange: Vec<ExchangeTarget>,
+}
+
+/// A demo API that accepts exchanged tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeTarget {
+    /// Its identifier: the `audience` (or `resource`) to ask for, and the
+    /// exchanged token's `aud`.
+    pub audience: String,
+    /// Its own scopes, which the host's client may always ask for.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,18 +120,35 @@ struct PendingCode {
 /// The authorization server's state.
 pub(crate) struct DevAuth {
     tenants: BTreeMap<String, TenantIssuer>,
+    /// Each tenant's verification key, by tenant id.
+    verifying: BTreeMap<String, DecodingKey>,
+    /// The host client's secret, to compare presented ones with.
+    host_secret: ExpectedSecret,
     clients: Tree,
     refresh: Tree,
     codes: Mutex<HashMap<String, PendingCode>>,
 }
 
 impl DevAuth {
+    /// The issuers of `tenants`, with `host_secret` as the secret of the
+    /// host's client ([`HOST_CLIENT_ID`]) at each.
     pub(crate) fn new(
         tenants: BTreeMap<String, TenantIssuer>,
+        host_secret: &str,
         storage: &Storage,
     ) -> Result<Self, String> {
+        let mut verifying = BTreeMap::new();
+        for (id, t) in &tenants {
+            let jwk: Jwk = serde_json::from_value(t.key.jwk())
+                .map_err(|e| format!("the key of tenant {id} is not a JWK: {e}"))?;
+            let key = DecodingKey::from_jwk(&jwk)
+                .map_err(|e| format!("the key of tenant {id} cannot verify: {e}"))?;
+            verifying.insert(id.clone(), key);
+        }
         Ok(DevAuth {
             tenants,
+            verifying,
+            host_secret: ExpectedSecret::new(host_secret)?,
             clients: storage.tree("dev.clients").map_err(|e| e.to_string())?,
             refresh: storage.tree("dev.refresh").map_err(|e| e.to_string())?,
             codes: Mutex::new(HashMap::new()),
@@ -151,8 +208,10 @@ async fn metadata(State(auth): State<Arc<DevAuth>>, Path(tenant): Path<String>) 
         "scopes_supported": t.scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE],
+        // Public clients (MCP clients) send no secret; the host's own client
+        // authenticates for token exchange with HTTP Basic.
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic"],
         "code_challenge_methods_supported": ["S256"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["EdDSA"],
@@ -617,6 +676,7 @@ struct Grant {
 async fn token(
     State(auth): State<Arc<DevAuth>>,
     Path(tenant_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(tenant) = auth.tenant(&tenant_id) else {
@@ -630,6 +690,11 @@ async fn token(
         );
     }
     let p = form(&body);
+    if p.get("grant_type").map(String::as_str) == Some(TOKEN_EXCHANGE) {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        return exchange(&auth, &tenant_id, tenant, &headers, &pairs);
+    }
     let bad = |error, description| oauth_error(StatusCode::BAD_REQUEST, error, description);
     let Some(client_id) = p.get("client_id") else {
         return oauth_error(
@@ -746,7 +811,7 @@ async fn token(
         Some(_) => {
             return bad(
                 "unsupported_grant_type",
-                "only authorization_code and refresh_token are supported",
+                "only authorization_code, refresh_token and token exchange are supported",
             );
         }
         None => return bad("invalid_request", "grant_type is missing"),
@@ -804,4 +869,880 @@ fn issue(auth: &DevAuth, tenant: &TenantIssuer, grant: Grant) -> Response {
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// What a request's `Authorization` header carries.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Presented {
+    /// No header.
+    Nothing,
+    /// `Bearer <token>`.
+    Bearer(String),
+    /// `Basic <base64(id:secret)>`, both halves form-decoded (RFC 6749 §2.3.1).
+    Basic {
+        /// The client id.
+        id: String,
+        /// The client secret.
+        secret: String,
+    },
+    /// Anything else: another scheme, several headers, bad encoding.
+    Malformed,
+}
+
+/// The credentials in `headers`.
+pub(crate) fn presented_credentials(headers: &HeaderMap) -> Presented {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return if headers.contains_key(header::AUTHORIZATION) {
+            Presented::Malformed
+        } else {
+            Presented::Nothing
+        };
+    };
+    let Ok(value) = value.to_str() else {
+        return Presented::Malformed;
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Presented::Malformed;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Presented::Bearer(rest.to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Presented::Malformed;
+    }
+    let decoded = STANDARD
+        .decode(rest)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Presented::Malformed;
+    };
+    match (form_decode(id), form_decode(secret)) {
+        (Some(id), Some(secret)) => Presented::Basic { id, secret },
+        _ => Presented::Malformed,
+    }
+}
+
+/// One `application/x-www-form-urlencoded` value.
+fn form_decode(s: &str) -> Option<String> {
+    if s.contains(['&', '=']) {
+        return None;
+    }
+    Some(
+        url::form_urlencoded::parse(s.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// A secret to check presented values against in constant time: only an
+/// HMAC tag of it is kept, and tags are compared with `verify_slice`.
+pub(crate) struct ExpectedSecret {
+    tag: Vec<u8>,
+}
+
+/// The key of the tags [`ExpectedSecret`] compares; not a secret.
+const SECRET_TAG_KEY: &[u8] = b"airlock dev secret comparison";
+
+fn secret_mac(value: &str) -> Result<Hmac<Sha256>, String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET_TAG_KEY).map_err(|e| e.to_string())?;
+    mac.update(value.as_bytes());
+    Ok(mac)
+}
+
+impl ExpectedSecret {
+    /// Expect `secret`, which may not be empty.
+    pub(crate) fn new(secret: &str) -> Result<Self, String> {
+        if secret.is_empty() {
+            return Err("a secret may not be empty".into());
+        }
+        Ok(ExpectedSecret {
+            tag: secret_mac(secret)?.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    /// Whether `presented` is the secret (constant time in its value).
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        secret_mac(presented).is_ok_and(|mac| mac.verify_slice(&self.tag).is_ok())
+    }
+}
+
+/// The secret in `path`, created (32 random bytes, base64url, readable by
+/// the owner only) when missing.
+pub(crate) fn load_or_create_secret(path: &FsPath) -> Result<String, String> {
+    let read = |path: &FsPath| -> Result<Option<String>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(s) if s.trim().is_empty() => Err(format!("{} is empty", path.display())),
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    };
+    if let Some(secret) = read(path)? {
+        return Ok(secret);
+    }
+    let secret = random_token();
+    if secret.is_empty() {
+        return Err("no randomness for a secret".into());
+    }
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    match write_new_private(path, secret.as_bytes()) {
+        Ok(()) => Ok(secret),
+        // Another `airlock dev` on the same data created it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path)?.ok_or_else(|| format!("{} vanished", path.display()))
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &FsPath) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &FsPath) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+#[cfg(unix)]
+fn write_new_private(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_new_private(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// `act` (RFC 8693 §4.1): who acts for the subject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ActClaim {
+    /// The acting party.
+    pub sub: String,
+}
+
+/// The claims of a development token that are read back.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DevClaims {
+    /// The issuer.
+    pub iss: String,
+    /// The subject.
+    pub sub: String,
+    /// Granted scopes, space-separated.
+    #[serde(default)]
+    pub scope: String,
+    /// Who acts for the subject, on exchanged tokens.
+    pub act: Option<ActClaim>,
+}
+
+/// The claims of an exchanged token.
+#[derive(Serialize)]
+struct ExchangedClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    scope: &'a str,
+    act: ActClaim,
+    client_id: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    jti: String,
+}
+
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: String,
+}
+
+impl DevAuth {
+    /// Verify `token` as one a development issuer signed for `audience`:
+    /// EdDSA signature by that tenant's key, `iss`, `aud`, `exp`, `nbf`.
+    /// With `tenant`, only that tenant's issuer is accepted. Returns the
+    /// tenant and the claims, or the check that failed.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        audience: &str,
+        tenant: Option<&str>,
+    ) -> Result<(&str, DevClaims), &'static str> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "token")?;
+        if header.alg != Algorithm::EdDSA {
+            return Err("alg");
+        }
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token)
+            .map_err(|_| "iss")?
+            .iss;
+        let (id, issuer) = self
+            .tenants
+            .iter()
+            .find(|(_, t)| t.issuer == iss)
+            .ok_or("iss")?;
+        if tenant.is_some_and(|t| t != id.as_str()) {
+            return Err("iss");
+        }
+        let key = self.verifying.get(id).ok_or("iss")?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&issuer.issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<DevClaims>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => "signature",
+                ErrorKind::ExpiredSignature => "exp",
+                ErrorKind::ImmatureSignature => "nbf",
+                ErrorKind::InvalidAudience => "aud",
+                ErrorKind::InvalidIssuer => "iss",
+                _ => "token",
+            }
+        })?;
+        Ok((id.as_str(), data.claims))
+    }
+}
+
+/// A refused token request (RFC 6749 §5.2).
+struct Refused {
+    status: StatusCode,
+    error: &'static str,
+    description: &'static str,
+}
+
+impl Refused {
+    fn bad(error: &'static str, description: &'static str) -> Self {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description,
+        }
+    }
+
+    /// `invalid_client`: 401 with a Basic challenge.
+    fn client(description: &'static str) -> Self {
+        Refused {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description,
+        }
+    }
+
+    fn response(self) -> Response {
+        let mut response = oauth_error(self.status, self.error, self.description);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"airlock dev\""),
+            );
+        }
+        response
+    }
+}
+
+/// The one non-empty value of `name` in `pairs`; refused when repeated.
+fn single<'a>(pairs: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, Refused> {
+    let mut values = pairs
+        .iter()
+        .filter(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.as_str());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Refused::bad("invalid_request", "a parameter is repeated"));
+    }
+    Ok(first)
+}
+
+/// RFC 8693 token exchange, for the host's client only.
+fn exchange(
+    auth: &DevAuth,
+    tenant_id: &str,
+    tenant: &TenantIssuer,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Response {
+    try_exchange(auth, tenant_id, tenant, headers, pairs).unwrap_or_else(Refused::response)
+}
+
+fn try_exchange(
+    auth: &DevAuth,
+    tenant_id: &str,
+    tenant: &TenantIssuer,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Response, Refused> {
+    let bad = |error, description| Err(Refused::bad(error, description));
+    match presented_credentials(headers) {
+        Presented::Basic { id, secret }
+            if id == HOST_CLIENT_ID && auth.host_secret.matches(&secret) => {}
+        Presented::Basic { .. } => return Err(Refused::client("client authentication failed")),
+        _ => {
+            return Err(Refused::client(
+                "token exchange is for the host's confidential client, authenticated with HTTP Basic",
+            ));
+        }
+    }
+    if pairs.iter().any(|(k, _)| k == "client_secret") {
+        return bad("invalid_request", "use one client authentication method");
+    }
+    if single(pairs, "client_id")?.is_some_and(|id| id != HOST_CLIENT_ID) {
+        return Err(Refused::client(
+            "client_id differs from the authenticated client",
+        ));
+    }
+    let Some(subject) = single(pairs, "subject_token")? else {
+        return bad("invalid_request", "subject_token is missing");
+    };
+    if single(pairs, "subject_token_type")? != Some(ACCESS_TOKEN_TYPE) {
+        return bad(
+            "invalid_request",
+            "subject_token_type must be urn:ietf:params:oauth:token-type:access_token",
+        );
+    }
+    if single(pairs, "requested_token_type")?.is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+        return bad(
+            "invalid_request",
+            "only access tokens are issued (requested_token_type)",
+        );
+    }
+    if single(pairs, "actor_token")?.is_some() {
+        return bad(
+            "invalid_request",
+            "actor_token is not supported: the authenticated client is the actor",
+        );
+    }
+    let scope = single(pairs, "scope")?;
+    // `audience` and `resource` both name the target; they must agree.
+    let targets: BTreeSet<&str> = pairs
+        .iter()
+        .filter(|(k, v)| (k == "audience" || k == "resource") && !v.is_empty())
+        .map(|(_, v)| v.trim_end_matches('/'))
+        .collect();
+    let target = match targets.into_iter().collect::<Vec<_>>().as_slice() {
+        [] => return bad("invalid_request", "name the API with audience or resource"),
+        [one] => match tenant.exchange.iter().find(|t| t.audience == *one) {
+            Some(target) => target,
+            None => {
+                return bad(
+                    "invalid_target",
+                    "this issuer does not exchange tokens for that audience",
+                );
+            }
+        },
+        _ => return bad("invalid_target", "ask for one audience per request"),
+    };
+    let Ok((_, claims)) = auth.verify(subject, &tenant.resource, Some(tenant_id)) else {
+        return bad(
+            "invalid_grant",
+            "subject_token is not a valid access token of this tenant's MCP endpoint",
+        );
+    };
+    let held: BTreeSet<&str> = claims
+        .scope
+        .split_whitespace()
+        .chain(target.scopes.iter().map(String::as_str))
+        .collect();
+    let requested: BTreeSet<&str> = match scope {
+        Some(s) => s.split_whitespace().collect(),
+        None => target.scopes.iter().map(String::as_str).collect(),
+    };
+    if !requested.is_subset(&held) {
+        return bad(
+            "invalid_scope",
+            "ask for the subject token's scopes or the API's own",
+        );
+    }
+    let scope = requested.into_iter().collect::<Vec<_>>().join(" ");
+    let now = now();
+    let token = tenant.key.sign(&ExchangedClaims {
+        iss: &tenant.issuer,
+        sub: &claims.sub,
+        aud: &target.audience,
+        scope: &scope,
+        act: ActClaim {
+            sub: HOST_CLIENT_ID.to_string(),
+        },
+        client_id: HOST_CLIENT_ID,
+        iat: now,
+        nbf: now,
+        exp: now + EXCHANGED_TOKEN_LIFETIME.as_secs(),
+        jti: crate::envelope::random_id(),
+    });
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint an exchanged token");
+            return Err(Refused {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                error: "server_error",
+                description: "cannot mint a token",
+            });
+        }
+    };
+    let mut response = axum::Json(json!({
+        "access_token": token,
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": EXCHANGED_TOKEN_LIFETIME.as_secs(),
+        "scope": scope,
+    }))
+    .into_response();
+    no_store(&mut response);
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests
+mod tests {
+    use super::*;
+    use crate::dev::keys::AccessClaims;
+
+    const URL: &str = "http://127.0.0.1:8080";
+    const SECRET: &str = "host-secret";
+
+    struct Fixture {
+        auth: Arc<DevAuth>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn tickets() -> String {
+        format!("{URL}/demo/tickets")
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tenants = BTreeMap::new();
+        for id in ["acme", "globex"] {
+            tenants.insert(
+                id.to_string(),
+                TenantIssuer {
+                    issuer: format!("{URL}/dev/{id}"),
+                    resource: format!("{URL}/mcp/{id}"),
+                    users: vec!["alice".into()],
+                    scopes: vec!["mcp".into()],
+                    key: IssuerKey::load_or_create(&dir.path().join("keys"), id).unwrap(),
+                    exchange: vec![ExchangeTarget {
+                        audience: tickets(),
+                        scopes: vec!["tickets".into()],
+                    }],
+                },
+            );
+        }
+        let storage = Storage::open(&dir.path().join("db")).unwrap();
+        let auth = Arc::new(DevAuth::new(tenants, SECRET, &storage).unwrap());
+        Fixture { auth, _dir: dir }
+    }
+
+    impl Fixture {
+        /// A user token of `tenant` for `aud`, alive for `lifetime_s` (negative: expired).
+        fn token(&self, tenant: &str, aud: &str, lifetime_s: i64) -> String {
+            let t = &self.auth.tenants[tenant];
+            let now = now();
+            t.key
+                .sign(&AccessClaims {
+                    iss: &t.issuer,
+                    sub: "alice",
+                    aud,
+                    scope: "mcp",
+                    client_id: "inspector",
+                    iat: now - 600,
+                    nbf: now - 600,
+                    exp: now.saturating_add_signed(lifetime_s),
+                    jti: "j".into(),
+                })
+                .unwrap()
+        }
+
+        fn acme_token(&self) -> String {
+            self.token("acme", &format!("{URL}/mcp/acme"), 3600)
+        }
+
+        async fn exchange(
+            &self,
+            authorization: Option<&str>,
+            form: &[(&str, &str)],
+        ) -> (StatusCode, HeaderMap, serde_json::Value) {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = authorization {
+                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            }
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            let response = token(
+                State(self.auth.clone()),
+                Path("acme".to_string()),
+                headers,
+                Bytes::from(body),
+            )
+            .await;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, headers, serde_json::from_slice(&body).unwrap())
+        }
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    fn form<'a>(subject: &'a str, audience: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("requested_token_type", ACCESS_TOKEN_TYPE),
+            ("audience", audience),
+        ]
+    }
+
+    #[tokio::test]
+    async fn the_host_client_exchanges_a_user_token_for_an_api_token() {
+        let f = fixture();
+        let subject = f.acme_token();
+        let aud = tickets();
+        let mut request = form(&subject, &aud);
+        request.push(("scope", "tickets mcp"));
+        let (status, headers, body) = f
+            .exchange(Some(&basic(HOST_CLIENT_ID, SECRET)), &request)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(body["issued_token_type"], ACCESS_TOKEN_TYPE);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 300);
+        let token = body["access_token"].as_str().unwrap();
+        let (tenant, claims) = f.auth.verify(token, &aud, Some("acme")).unwrap();
+        assert_eq!(tenant, "acme");
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.iss, format!("{URL}/dev/acme"));
+        assert_eq!(claims.scope, "mcp tickets");
+        assert_eq!(claims.act.unwrap().sub, HOST_CLIENT_ID);
+        let raw: serde_json::Value =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).unwrap();
+        assert_eq!(raw["client_id"], HOST_CLIENT_ID);
+        assert_eq!(
+            raw["exp"].as_u64().unwrap() - raw["iat"].as_u64().unwrap(),
+            300
+        );
+        assert!(raw["jti"].as_str().is_some_and(|j| !j.is_empty()));
+        // The exchanged token is not a token for the MCP endpoint.
+        assert_eq!(
+            f.auth.verify(token, &format!("{URL}/mcp/acme"), None).err(),
+            Some("aud")
+        );
+
+        // Without `scope`, the API's own scopes; `resource` works like `audience`.
+        let mut request = form(&subject, "");
+        request.push(("resource", &aud));
+        let (status, _, body) = f
+            .exchange(Some(&basic(HOST_CLIENT_ID, SECRET)), &request)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["scope"], "tickets");
+    }
+
+    #[tokio::test]
+    async fn token_exchange_refuses_what_it_must() {
+        let f = fixture();
+        let acme = f.acme_token();
+        let globex = f.token("globex", &format!("{URL}/mcp/globex"), 3600);
+        let expired = f.token("acme", &format!("{URL}/mcp/acme"), -120);
+        let for_the_api = f.token("acme", &tickets(), 3600);
+        let aud = tickets();
+        let host = basic(HOST_CLIENT_ID, SECRET);
+        let ok = form(&acme, &aud);
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut f = ok.clone();
+            f.extend_from_slice(extra);
+            f
+        };
+        let without = |name: &str| {
+            let mut f = ok.clone();
+            f.retain(|(k, _)| *k != name);
+            f
+        };
+        let wrong_secret = basic(HOST_CLIENT_ID, "guess");
+        let other_client = basic("someone", SECRET);
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Vec<(&'a str, &'a str)>,
+            u16,
+            &'a str,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "no client authentication",
+                None,
+                ok.clone(),
+                401,
+                "invalid_client",
+            ),
+            (
+                "a wrong secret",
+                Some(&wrong_secret),
+                ok.clone(),
+                401,
+                "invalid_client",
+            ),
+            (
+                "another client",
+                Some(&other_client),
+                ok.clone(),
+                401,
+                "invalid_client",
+            ),
+            (
+                "a bearer token as client",
+                Some("Bearer abc"),
+                ok.clone(),
+                401,
+                "invalid_client",
+            ),
+            (
+                "a second client_id",
+                Some(&host),
+                with(&[("client_id", "someone")]),
+                401,
+                "invalid_client",
+            ),
+            (
+                "a second authentication method",
+                Some(&host),
+                with(&[("client_secret", SECRET)]),
+                400,
+                "invalid_request",
+            ),
+            (
+                "no subject token",
+                Some(&host),
+                without("subject_token"),
+                400,
+                "invalid_request",
+            ),
+            (
+                "no subject token type",
+                Some(&host),
+                without("subject_token_type"),
+                400,
+                "invalid_request",
+            ),
+            (
+                "a refresh token requested",
+                Some(&host),
+                {
+                    let mut f = without("requested_token_type");
+                    f.push((
+                        "requested_token_type",
+                        "urn:ietf:params:oauth:token-type:refresh_token",
+                    ));
+                    f
+                },
+                400,
+                "invalid_request",
+            ),
+            (
+                "an actor token",
+                Some(&host),
+                with(&[
+                    ("actor_token", "x"),
+                    ("actor_token_type", ACCESS_TOKEN_TYPE),
+                ]),
+                400,
+                "invalid_request",
+            ),
+            (
+                "no audience",
+                Some(&host),
+                without("audience"),
+                400,
+                "invalid_request",
+            ),
+            (
+                "an unknown audience",
+                Some(&host),
+                {
+                    let mut f = without("audience");
+                    f.push(("audience", "https://api.example"));
+                    f
+                },
+                400,
+                "invalid_target",
+            ),
+            (
+                "the MCP endpoint as audience",
+                Some(&host),
+                {
+                    let mut f = without("audience");
+                    f.push(("audience", "http://127.0.0.1:8080/mcp/acme"));
+                    f
+                },
+                400,
+                "invalid_target",
+            ),
+            (
+                "two audiences",
+                Some(&host),
+                with(&[("resource", "https://api.example")]),
+                400,
+                "invalid_target",
+            ),
+            (
+                "another tenant's token",
+                Some(&host),
+                form(&globex, &aud),
+                400,
+                "invalid_grant",
+            ),
+            (
+                "an expired token",
+                Some(&host),
+                form(&expired, &aud),
+                400,
+                "invalid_grant",
+            ),
+            (
+                "a token not for the MCP endpoint",
+                Some(&host),
+                form(&for_the_api, &aud),
+                400,
+                "invalid_grant",
+            ),
+            (
+                "not a token",
+                Some(&host),
+                form("a.b.c", &aud),
+                400,
+                "invalid_grant",
+            ),
+            (
+                "a scope the user was never granted",
+                Some(&host),
+                with(&[("scope", "tickets admin")]),
+                400,
+                "invalid_scope",
+            ),
+            (
+                "a repeated parameter",
+                Some(&host),
+                with(&[("subject_token", "again")]),
+                400,
+                "invalid_request",
+            ),
+        ];
+        for (what, authorization, request, status, error) in cases {
+            let (got, headers, body) = f.exchange(authorization, &request).await;
+            assert_eq!(
+                (got.as_u16(), body["error"].as_str()),
+                (status, Some(error)),
+                "{what}: {body}"
+            );
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{what}");
+            if status == 401 {
+                assert!(headers.contains_key(header::WWW_AUTHENTICATE), "{what}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_advertises_token_exchange_and_basic_client_auth() {
+        let f = fixture();
+        let response = metadata(State(f.auth.clone()), Path("acme".into())).await;
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let grants = meta["grant_types_supported"].as_array().unwrap();
+        assert!(grants.iter().any(|g| g == TOKEN_EXCHANGE), "{meta}");
+        let methods = meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap();
+        assert!(methods.iter().any(|m| m == "client_secret_basic"), "{meta}");
+    }
+
+    #[test]
+    fn authorization_headers_are_read_strictly() {
+        let read = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            presented_credentials(&headers)
+        };
+        assert_eq!(read(&[]), Presented::Nothing);
+        assert_eq!(read(&["Bearer abc"]), Presented::Bearer("abc".into()));
+        assert_eq!(read(&["bearer abc"]), Presented::Bearer("abc".into()));
+        // RFC 6749 §2.3.1: both halves are form-encoded before base64.
+        assert_eq!(
+            read(&[&format!("Basic {}", STANDARD.encode("a%3Ab:s+e%25t"))]),
+            Presented::Basic {
+                id: "a:b".into(),
+                secret: "s e%t".into()
+            }
+        );
+        for bad in [
+            &["Bearer"][..],
+            &["Bearer a b"],
+            &["Basic !!!"],
+            &[&format!("Basic {}", STANDARD.encode("no-colon"))],
+            &["Digest abc"],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert_eq!(read(bad), Presented::Malformed, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_created_once_owner_only_and_compared_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev").join("s.secret");
+        let first = load_or_create_secret(&path).unwrap();
+        assert_eq!(first.len(), 43);
+        assert_eq!(load_or_create_secret(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let expected = ExpectedSecret::new(&first).unwrap();
+        assert!(expected.matches(&first));
+        assert!(!expected.matches(&first[..42]));
+        assert!(!expected.matches(&format!("{first}x")));
+        assert!(!expected.matches(""));
+        assert!(ExpectedSecret::new("").is_err());
+    }
 }

@@ -97,8 +97,8 @@ impl IssuerKey {
         })
     }
 
-    /// Sign `claims` (EdDSA, with this key's `kid`).
-    pub(crate) fn sign(&self, claims: &AccessClaims<'_>) -> Result<String, String> {
+    /// Sign `claims` (EdDSA, with this key's `kid`) as an access token.
+    pub(crate) fn sign(&self, claims: &impl Serialize) -> Result<String, String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("at+jwt".into());

@@ -1,9 +1,11 @@
 //! `airlock dev` and `airlock token`: everything local, no setup. Two demo
 //! tenants with the example tools installed, each with a development OAuth
-//! authorization server, all on one loopback listener. Nothing here is
-//! reachable from `airlock serve`.
+//! authorization server, and demo downstream APIs for the tools to delegate
+//! to, all on one loopback listener. Nothing here is reachable from
+//! `airlock serve`.
 
 mod authserver;
+mod demo;
 pub mod guest_build;
 mod keys;
 
@@ -17,7 +19,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::delegate::DenyAll;
 use crate::server::Host;
 use authserver::{DevAuth, TenantIssuer};
 use keys::IssuerKey;
@@ -29,8 +30,9 @@ pub struct DemoTenant {
     pub id: &'static str,
     /// The demo users who may log in.
     pub users: &'static [&'static str],
-    /// The example tools installed, with the extra scope each needs.
-    pub tools: &'static [(&'static str, Option<&'static str>)],
+    /// The example tools installed, with the extra scope each needs and the
+    /// demo APIs (services) it may reach.
+    pub tools: &'static [(&'static str, Option<&'static str>, &'static [&'static str])],
 }
 
 /// The demo tenants.
@@ -38,27 +40,51 @@ pub const DEMO_TENANTS: &[DemoTenant] = &[
     DemoTenant {
         id: "acme",
         users: &["alice", "bob"],
-        tools: &[("echo", None), ("whoami", None), ("notes", None)],
+        tools: &[
+            ("echo", None, &[]),
+            ("whoami", None, &[]),
+            ("notes", None, &["notes"]),
+            ("tickets", None, &["tickets"]),
+        ],
     },
     DemoTenant {
         id: "globex",
         users: &["carol"],
-        tools: &[("echo", None), ("whoami", None)],
+        tools: &[("echo", None, &[]), ("whoami", None, &[])],
     },
 ];
 
 /// The scope every demo tenant requires.
 pub const TENANT_SCOPE: &str = "mcp";
 /// The example tools.
-const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes"];
+const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes", "tickets"];
+/// The file in the dev data directory holding the host's client secret at
+/// the development issuers (for token exchange).
+const HOST_SECRET_FILE: &str = "airlock-host.secret";
 /// Browser origins of MCP Inspector.
 const INSPECTOR_ORIGINS: &[&str] = &["http://localhost:6274", "http://127.0.0.1:6274"];
 
 impl DemoTenant {
     fn scopes(&self) -> Vec<String> {
         let mut scopes = vec![TENANT_SCOPE.to_string()];
-        scopes.extend(self.tools.iter().filter_map(|(_, s)| s.map(String::from)));
+        scopes.extend(
+            self.tools
+                .iter()
+                .filter_map(|(_, s, _)| s.map(String::from)),
+        );
         scopes
+    }
+
+    /// The demo APIs its tools reach.
+    fn services(&self) -> Vec<&'static str> {
+        let mut services: Vec<&'static str> = self
+            .tools
+            .iter()
+            .flat_map(|(_, _, s)| s.iter().copied())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        services
     }
 }
 
@@ -79,8 +105,9 @@ pub struct DevOptions {
     pub data: PathBuf,
     /// Where to listen: a loopback address.
     pub listen: SocketAddr,
-    /// A directory holding `echo.wasm`, `whoami.wasm` and `notes.wasm`; when
-    /// absent the example tools are built from this source tree.
+    /// A directory holding `echo.wasm`, `whoami.wasm`, `notes.wasm` and
+    /// `tickets.wasm`; when absent the example tools are built from this
+    /// source tree.
     pub tools: Option<PathBuf>,
 }
 
@@ -108,7 +135,7 @@ fn example_tools(
                 .filter(|p| p.join("Cargo.toml").exists())
                 .ok_or_else(|| {
                     "the example-tools source is not next to this build of airlock; \
-                     pass --tools DIR with echo.wasm, whoami.wasm and notes.wasm"
+                     pass --tools DIR with echo.wasm, whoami.wasm, notes.wasm and tickets.wasm"
                         .to_string()
                 })?;
             let target = source.join("target");
@@ -133,6 +160,32 @@ fn example_tools(
         tools.insert(*name, path);
     }
     Ok(tools)
+}
+
+/// The `[tenants.T.services.NAME]` table of demo API `name`. The secret
+/// files are in `dev_dir`.
+fn service_toml(tenant: &str, name: &str, url: &str, dev_dir: &Path) -> Result<String, String> {
+    let base = demo::mount(url, name);
+    let head = format!(
+        "[tenants.{tenant}.services.{name}]\nbase_url = \"{base}\"\nallow_private = true\n"
+    );
+    let file = |f: &str| dev_dir.join(f).display().to_string();
+    match name {
+        "notes" => Ok(format!(
+            "{head}mode = \"service\"\nmethods = [\"GET\", \"POST\", \"DELETE\"]\npath_prefixes = [\"/notes\"]\n\
+             credential = {{ type = \"static\", secret_file = {:?} }}",
+            file(demo::NOTES_KEY_FILE)
+        )),
+        "tickets" => Ok(format!(
+            "{head}mode = \"on-behalf-of\"\nmethods = [\"GET\", \"POST\"]\npath_prefixes = [\"/tickets\"]\n\
+             token_exchange = {{ token_endpoint = \"{url}/dev/{tenant}/token\", client_id = \"{client}\", \
+             secret_file = {secret:?}, audience = \"{base}\", scopes = [\"{scope}\"] }}",
+            client = authserver::HOST_CLIENT_ID,
+            secret = file(HOST_SECRET_FILE),
+            scope = demo::TICKETS_SCOPE,
+        )),
+        other => Err(format!("no demo API `{other}`")),
+    }
 }
 
 /// The configuration `airlock dev` runs: the same format `airlock serve` reads.
@@ -160,12 +213,19 @@ fn dev_config(
             "[tenants.{id}]\nissuers = [{{ issuer = \"{issuer}\", jwks_uri = \"{issuer}/jwks\", algorithms = [\"EdDSA\"] }}]\nscopes = [\"{TENANT_SCOPE}\"]",
             id = t.id
         );
-        for (tool, scope) in t.tools {
+        for (tool, scope, services) in t.tools {
             let scopes: Vec<&str> = scope.iter().copied().collect();
             let _ = writeln!(
                 text,
-                "[[tenants.{id}.install]]\ncomponent = \"{tool}\"\nscopes = {scopes:?}",
+                "[[tenants.{id}.install]]\ncomponent = \"{tool}\"\nscopes = {scopes:?}\nservices = {services:?}",
                 id = t.id
+            );
+        }
+        for service in t.services() {
+            let _ = writeln!(
+                text,
+                "{}",
+                service_toml(t.id, service, url, &keys_dir(data))?
             );
         }
     }
@@ -204,9 +264,14 @@ impl DevServer {
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         let url = format!("http://{addr}");
+        // Secrets first: the host reads them when it starts.
+        let host_secret =
+            authserver::load_or_create_secret(&keys_dir(&data).join(HOST_SECRET_FILE))?;
+        let notes_key =
+            authserver::load_or_create_secret(&keys_dir(&data).join(demo::NOTES_KEY_FILE))?;
         let config = dev_config(addr, &url, &data, &tools)?;
 
-        let host = Host::build(config.clone(), Arc::new(DenyAll))
+        let host = Host::build(config.clone())
             .await
             .map_err(|e| e.to_string())?;
         let storage = host.storage().clone();
@@ -220,6 +285,7 @@ impl DevServer {
                     users: t.users.iter().map(|u| u.to_string()).collect(),
                     scopes: t.scopes(),
                     key: IssuerKey::load_or_create(&keys_dir(&data), t.id)?,
+                    exchange: demo::exchange_targets(&url, &t.services()),
                 },
             );
         }
@@ -229,8 +295,11 @@ impl DevServer {
         .map_err(|e| e.to_string())?;
         std::fs::write(keys_dir(&data).join("dev.json"), state)
             .map_err(|e| format!("cannot write {}: {e}", data.display()))?;
-        let auth = Arc::new(DevAuth::new(issuers, &storage)?);
-        let host = host.with_routes(authserver::router(auth));
+        let auth = Arc::new(DevAuth::new(issuers, &host_secret, &storage)?);
+        let apis = Arc::new(demo::DemoApis::new(&url, &notes_key, auth.clone())?);
+        let host = host
+            .with_routes(authserver::router(auth))
+            .with_routes(demo::router(apis));
         Ok(DevServer {
             url,
             host,

@@ -47,6 +47,7 @@ pub(crate) struct HostState {
     limits: Limits,
     request_limits: RequestLimits,
     delegate_calls: u32,
+    call_limit_reported: bool,
     log_lines: u32,
     log_bytes: usize,
     pub(crate) tripped: Option<Tripped>,
@@ -64,6 +65,7 @@ impl HostState {
             limits,
             request_limits: RequestLimits::default(),
             delegate_calls: 0,
+            call_limit_reported: false,
             log_lines: 0,
             log_bytes: 0,
             tripped: None,
@@ -195,13 +197,6 @@ impl HostState {
         let envelope = self.envelope.clone().ok_or_else(|| {
             DelegateError::NotGranted("delegation is not available while describing tools".into())
         })?;
-        if self.delegate_calls >= self.limits.delegate_calls {
-            return Err(DelegateError::LimitExceeded(format!(
-                "this call already made {} delegated requests, the limit",
-                self.limits.delegate_calls
-            )));
-        }
-        self.delegate_calls += 1;
         let method = match req.method {
             wit_delegate::Method::Get => Method::Get,
             wit_delegate::Method::Head => Method::Head,
@@ -210,14 +205,41 @@ impl HostState {
             wit_delegate::Method::Patch => Method::Patch,
             wit_delegate::Method::Delete => Method::Delete,
         };
-        let request = OutboundRequest::new(
-            method,
-            req.path,
-            req.query,
-            req.headers,
-            req.body,
-            &self.request_limits,
-        )?;
+        // Kept only to record a refusal; the request rules own the path.
+        let path = req.path.clone();
+        let checked = if self.delegate_calls >= self.limits.delegate_calls {
+            if std::mem::replace(&mut self.call_limit_reported, true) {
+                // Recorded once; a guest looping on a refused call must not
+                // flood the audit trail.
+                return Err(DelegateError::LimitExceeded(format!(
+                    "this call already made {} delegated requests, the limit",
+                    self.limits.delegate_calls
+                )));
+            }
+            Err(DelegateError::LimitExceeded(format!(
+                "this call already made {} delegated requests, the limit",
+                self.limits.delegate_calls
+            )))
+        } else {
+            self.delegate_calls += 1;
+            OutboundRequest::new(
+                method,
+                req.path,
+                req.query,
+                req.headers,
+                req.body,
+                &self.request_limits,
+            )
+        };
+        let request = match checked {
+            Ok(request) => request,
+            Err(e) => {
+                self.delegate
+                    .refused(&envelope, &service, method, &path, &e)
+                    .await;
+                return Err(e);
+            }
+        };
         let resp = self.delegate.fetch(&envelope, &service, request).await?;
         Ok(wit_delegate::Response {
             status: resp.status,
