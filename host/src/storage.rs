@@ -186,9 +186,28 @@ impl Storage {
         (second, second_entries): (&SeqTree, &[(u64, Vec<u8>)]),
     ) -> Result<(), StorageError> {
         use sled::Transactional;
+        if let ([(seq, value)], []) = (first_entries, second_entries) {
+            // One value: a single compare-and-swap is atomic by itself, and
+            // unlike a batch or a transaction it does not make sled seal and
+            // write its log buffer (an fsync-like write per record).
+            let key = seq.to_be_bytes();
+            return match first
+                .tree
+                .compare_and_swap(key, None as Option<&[u8]>, Some(value.as_slice()))
+                .map_err(|e| self.io(e))?
+            {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StorageError::Io {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "`{}` already holds {seq}; stored values are never replaced",
+                        first.name
+                    ),
+                }),
+            };
+        }
         if second_entries.is_empty() {
-            // One tree: an atomic batch, far cheaper than a transaction
-            // (which makes sled write and sync its log on every commit).
+            // One tree: an atomic batch, cheaper than a transaction.
             let mut batch = sled::Batch::default();
             for (seq, value) in first_entries {
                 let key = seq.to_be_bytes();

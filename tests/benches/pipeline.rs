@@ -158,5 +158,72 @@ fn main() {
             samples.push(start.elapsed());
         }
         report("one 400-byte record, atomic append", samples);
+
+        broker_cost(&dir, audit_for_broker(&storage, ring.clone())).await;
     });
+}
+
+fn audit_for_broker(storage: &Storage, ring: Arc<KeyRing>) -> Arc<AuditLog> {
+    Arc::new(AuditLog::open(storage, Arc::new(Signer(ring)), AuditSettings::default()).unwrap())
+}
+
+/// The host's cost per delegated request: the broker's round trip to a local
+/// service that answers at once, minus a plain HTTP client's round trip to
+/// the same service.
+async fn broker_cost(dir: &tempfile::TempDir, audit: Arc<AuditLog>) {
+    use airlock_host::delegate::{Broker, Delegation, Method, OutboundRequest, RequestLimits};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "[]" });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:9\"\ndata_dir = {:?}\n\
+         [tenants.acme]\nissuers = [{{ issuer = \"https://idp.example\" }}]\n\
+         [tenants.acme.services.notes]\nbase_url = \"http://{addr}/api\"\nmode = \"service\"\nallow_private = true\n",
+        dir.path().display().to_string()
+    );
+    let config =
+        airlock_host::config::Config::parse(&text, std::path::Path::new("b.toml"), dir.path())
+            .unwrap();
+    let ring = Arc::new(KeyRing::open(&KeyRing::dir_in(dir.path())).unwrap());
+    let broker = Arc::new(Broker::new(&config, ring, audit).unwrap());
+    let delegate = broker.for_call("caller-token");
+    let env = envelope("acme", "alice", "list_notes", &["notes"]);
+    let request = || {
+        OutboundRequest::new(
+            Method::Get,
+            "/notes".into(),
+            vec![],
+            vec![],
+            None,
+            &RequestLimits::default(),
+        )
+        .unwrap()
+    };
+    let plain = reqwest::Client::new();
+    let url = format!("http://{addr}/api/notes");
+    for _ in 0..500 {
+        delegate.fetch(&env, "notes", request()).await.unwrap();
+        plain.get(&url).send().await.unwrap().bytes().await.unwrap();
+    }
+    let (mut brokered, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..5_000 {
+        let start = Instant::now();
+        delegate.fetch(&env, "notes", request()).await.unwrap();
+        brokered.push(start.elapsed());
+        let start = Instant::now();
+        plain.get(&url).send().await.unwrap().bytes().await.unwrap();
+        direct.push(start.elapsed());
+    }
+    brokered.sort();
+    direct.sort();
+    report("delegated GET through the broker", brokered.clone());
+    report("the same GET with a plain HTTP client", direct.clone());
+    println!(
+        "host's added cost per delegated request: p50 {:.1?}",
+        percentile(&brokered, 0.5).saturating_sub(percentile(&direct, 0.5))
+    );
 }
