@@ -69,20 +69,23 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Change the stored record `seq` of `tenant` with `edit` (or remove it), as
 /// someone with access to the disk would.
 fn tamper(data: &Path, tenant: &str, seq: u64, edit: Option<fn(&mut Vec<u8>)>) {
-    let db = sled::open(data.join("db")).unwrap();
-    let tree = db.open_tree(format!("audit.records.{tenant}")).unwrap();
-    let key = seq.to_be_bytes();
-    match edit {
-        Some(edit) => {
-            let mut value = tree.get(key).unwrap().unwrap().to_vec();
-            edit(&mut value);
-            tree.insert(key, value).unwrap();
-        }
-        None => {
-            tree.remove(key).unwrap().unwrap();
+    let path = data.join(format!("db.logs/audit.records.{tenant}.log"));
+    let text = std::fs::read(&path).unwrap();
+    let mut out = Vec::new();
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(format!("{seq} ").as_bytes()) {
+            // Removed when there is no edit.
+            if let Some(edit) = edit {
+                let mut line = line.to_vec();
+                edit(&mut line);
+                out.extend_from_slice(&line);
+            }
+        } else {
+            out.extend_from_slice(line);
         }
     }
-    db.flush().unwrap();
+    assert_ne!(out, text, "record {seq} was found");
+    std::fs::write(&path, out).unwrap();
 }
 
 #[tokio::test]

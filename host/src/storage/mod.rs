@@ -1,5 +1,9 @@
 //! Durable state on disk: the only module that names sled. Values are JSON
-//! documents in named trees; every error names the database directory.
+//! documents in named trees (sled, in `{data}/db`); append-only logs such as
+//! the audit trail are plain files beside it (`{data}/db.logs`, one line per
+//! entry; see [`SeqTree`]). Every error names the directory.
+
+mod seqlog;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +48,7 @@ pub enum StorageError {
 pub struct Storage {
     db: sled::Db,
     path: PathBuf,
+    logs: std::sync::Arc<seqlog::Logs>,
 }
 
 impl Storage {
@@ -59,6 +64,8 @@ impl Storage {
         Ok(Storage {
             db,
             path: dir.to_path_buf(),
+            // Append-only logs live beside the database, guarded by its lock.
+            logs: std::sync::Arc::new(seqlog::Logs::new(dir.with_extension("logs"))),
         })
     }
 
@@ -150,182 +157,89 @@ impl StorageError {
 }
 
 impl Storage {
-    /// The append-only log `name`, created when missing.
+    /// The append-only log `name` (a file beside the database, created on
+    /// first append).
     pub fn seq_tree(&self, name: &str) -> Result<SeqTree, StorageError> {
-        let tree = self.db.open_tree(name).map_err(|e| self.io(e))?;
         Ok(SeqTree {
-            tree,
-            name: name.to_string(),
-            path: self.path.clone(),
+            log: self.logs.log(name)?,
         })
     }
 
-    /// The names of the existing trees that start with `prefix`, sorted.
+    /// The names of the existing logs that start with `prefix`, sorted.
     /// Creates nothing.
     pub fn tree_names(&self, prefix: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .db
-            .tree_names()
-            .iter()
-            .filter_map(|name| std::str::from_utf8(name).ok())
-            .filter(|name| name.starts_with(prefix))
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names
+        self.logs.names(prefix)
     }
 
-    /// Append `first_entries` to `first` and `second_entries` to `second` in
-    /// one transaction: after a crash at any moment either all of them are
-    /// stored or none is. Refuses, changing nothing, when any sequence number
-    /// is already present: stored values are never overwritten. Not durable
-    /// until [`Storage::flush`].
+    /// Append `first_entries` to `first`, then `second_entries` to `second`,
+    /// each with one write. After a crash each log holds a prefix of what was
+    /// appended (a partial last line is ignored and later cut off), and the
+    /// first log is written before the second: appending records before the
+    /// checkpoints that cover them keeps a checkpoint from ever outrunning its
+    /// chain. Refuses, changing nothing in that log, any sequence number not
+    /// above the log's last. Not durable until [`Storage::flush`].
     pub fn append_atomically(
         &self,
         (first, first_entries): (&SeqTree, &[(u64, Vec<u8>)]),
         (second, second_entries): (&SeqTree, &[(u64, Vec<u8>)]),
     ) -> Result<(), StorageError> {
-        use sled::Transactional;
-        if let ([(seq, value)], []) = (first_entries, second_entries) {
-            // One value: a single compare-and-swap is atomic by itself, and
-            // unlike a batch or a transaction it does not make sled seal and
-            // write its log buffer (an fsync-like write per record).
-            let key = seq.to_be_bytes();
-            return match first
-                .tree
-                .compare_and_swap(key, None as Option<&[u8]>, Some(value.as_slice()))
-                .map_err(|e| self.io(e))?
-            {
-                Ok(()) => Ok(()),
-                Err(_) => Err(StorageError::Io {
-                    path: self.path.clone(),
-                    reason: format!(
-                        "`{}` already holds {seq}; stored values are never replaced",
-                        first.name
-                    ),
-                }),
-            };
-        }
-        if second_entries.is_empty() {
-            // One tree: an atomic batch, cheaper than a transaction.
-            let mut batch = sled::Batch::default();
-            for (seq, value) in first_entries {
-                let key = seq.to_be_bytes();
-                if first.tree.contains_key(key).map_err(|e| self.io(e))? {
-                    return Err(StorageError::Io {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "`{}` already holds {seq}; stored values are never replaced",
-                            first.name
-                        ),
-                    });
-                }
-                batch.insert(key.as_slice(), value.as_slice());
-            }
-            return first.tree.apply_batch(batch).map_err(|e| self.io(e));
-        }
-        let result = (&first.tree, &second.tree).transaction(|(a, b)| {
-            for (tx, name, entries) in [
-                (a, first.name.as_str(), first_entries),
-                (b, second.name.as_str(), second_entries),
-            ] {
-                for (seq, value) in entries {
-                    let key = seq.to_be_bytes();
-                    if tx.insert(key.as_slice(), value.as_slice())?.is_some() {
-                        return sled::transaction::abort((name.to_string(), *seq));
-                    }
-                }
-            }
-            Ok(())
-        });
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort((tree, seq)) => StorageError::Io {
-                path: self.path.clone(),
-                reason: format!("`{tree}` already holds {seq}; stored values are never replaced"),
-            },
-            sled::transaction::TransactionError::Storage(e) => self.io(e),
-        })
+        first.log.append(first_entries)?;
+        second.log.append(second_entries)
     }
 
-    /// Write everything written so far to disk.
+    /// Write everything written so far to disk: the logs, then the database.
     pub fn flush(&self) -> Result<(), StorageError> {
+        self.logs.sync()?;
         self.db.flush().map(|_| ()).map_err(|e| self.io(e))
     }
 }
 
-/// An append-only log: byte values under big-endian `u64` keys, so a scan
-/// returns them in sequence order. Written only through
-/// [`Storage::append_atomically`], which never replaces a value.
+/// An append-only log of `(sequence number, bytes)` entries in sequence
+/// order. Written only through [`Storage::append_atomically`], which never
+/// replaces a value.
 #[derive(Debug, Clone)]
 pub struct SeqTree {
-    tree: sled::Tree,
-    name: String,
-    path: PathBuf,
+    log: std::sync::Arc<seqlog::SeqLog>,
 }
 
 impl SeqTree {
-    /// The tree's name.
+    /// The log's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.log.name
     }
 
     /// The entry with the highest sequence number.
     pub fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        match self.tree.last() {
-            Ok(Some((key, value))) => self.entry(&key, &value).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(self.io(e)),
-        }
+        self.log.last()
     }
 
     /// Every entry from sequence number `from` on, in order.
     pub fn iter_from(&self, from: u64) -> SeqIter {
+        let entries = match self.log.entries() {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|(seq, _)| *seq >= from)
+                .map(Ok)
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
         SeqIter {
-            iter: self.tree.range(from.to_be_bytes()..),
-            log: self.clone(),
-        }
-    }
-
-    fn entry(&self, key: &[u8], value: &[u8]) -> Result<(u64, Vec<u8>), StorageError> {
-        let seq = <[u8; 8]>::try_from(key).map_err(|_| StorageError::Corrupt {
-            path: self.path.clone(),
-            tree: self.name.clone(),
-            key: hex::encode(key),
-            reason: "the key is not a sequence number (8 bytes)".into(),
-        })?;
-        Ok((u64::from_be_bytes(seq), value.to_vec()))
-    }
-
-    fn io(&self, e: sled::Error) -> StorageError {
-        StorageError::Io {
-            path: self.path.clone(),
-            reason: format!("`{}`: {e}", self.name),
+            iter: entries.into_iter(),
         }
     }
 }
 
 /// The entries of a [`SeqTree`] in sequence order.
+#[derive(Debug)]
 pub struct SeqIter {
-    iter: sled::Iter,
-    log: SeqTree,
-}
-
-impl std::fmt::Debug for SeqIter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeqIter")
-            .field("tree", &self.log.name)
-            .finish_non_exhaustive()
-    }
+    iter: std::vec::IntoIter<Result<(u64, Vec<u8>), StorageError>>,
 }
 
 impl Iterator for SeqIter {
     type Item = Result<(u64, Vec<u8>), StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some(match self.iter.next()? {
-            Ok((key, value)) => self.log.entry(&key, &value),
-            Err(e) => Err(self.log.io(e)),
-        })
+        self.iter.next()
     }
 }
 
