@@ -469,6 +469,26 @@ struct Request {
     body: Bytes,
 }
 
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Request {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let bytes = Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+        Ok(Request {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body: bytes,
+        })
+    }
+}
+
 /// The routes, under `/demo/notes` and `/demo/tickets`.
 pub(crate) fn router(apis: Arc<DemoApis>) -> Router {
     Router::new()
@@ -487,19 +507,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn list_notes(
-    State(apis): State<Arc<DemoApis>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn list_notes(State(apis): State<Arc<DemoApis>>, request: Request) -> Response {
     match apis.notes_owner(&request).await {
         Ok(owner) => {
             let notes = lock(&apis.notes).get(&owner).cloned().unwrap_or_default();
@@ -514,19 +522,7 @@ struct NewNote {
     text: String,
 }
 
-async fn add_note(
-    State(apis): State<Arc<DemoApis>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn add_note(State(apis): State<Arc<DemoApis>>, request: Request) -> Response {
     let result = async {
         let owner = apis.notes_owner(&request).await?;
         let new: NewNote = json_body(&request.body)?;
@@ -554,17 +550,8 @@ async fn add_note(
 async fn delete_note(
     State(apis): State<Arc<DemoApis>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    let request = Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
     let owner = match apis.notes_owner(&request).await {
         Ok(owner) => owner,
         Err(refusal) => return refusal.into_response(),
@@ -584,19 +571,7 @@ async fn delete_note(
     }
 }
 
-async fn list_tickets(
-    State(apis): State<Arc<DemoApis>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn list_tickets(State(apis): State<Arc<DemoApis>>, request: Request) -> Response {
     match apis.tickets_caller(&request).await {
         Ok(caller) => {
             let tickets = lock(&apis.tickets)
@@ -619,19 +594,7 @@ struct NewTicket {
     title: String,
 }
 
-async fn open_ticket(
-    State(apis): State<Arc<DemoApis>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Request {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn open_ticket(State(apis): State<Arc<DemoApis>>, request: Request) -> Response {
     let result = async {
         let caller = apis.tickets_caller(&request).await?;
         let new: NewTicket = json_body(&request.body)?;
