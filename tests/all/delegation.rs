@@ -84,6 +84,7 @@ async fn service_handler(
 #[derive(Clone, Default)]
 struct Issuer {
     exchanges: Arc<AtomicU32>,
+    client_tokens: Arc<AtomicU32>,
     subject_tokens: Arc<Mutex<Vec<String>>>,
 }
 
@@ -102,6 +103,15 @@ async fn token_endpoint(State(s): State<Issuer>, headers: HeaderMap, body: Strin
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
+    if form.get("grant_type").map(String::as_str) == Some("client_credentials") {
+        let n = s.client_tokens.fetch_add(1, Ordering::SeqCst);
+        return axum::Json(json!({
+            "access_token": format!("cc:{}:{n}", form.get("scope").map_or("", String::as_str)),
+            "token_type": "Bearer",
+            "expires_in": 300,
+        }))
+        .into_response();
+    }
     if form.get("grant_type").map(String::as_str)
         != Some("urn:ietf:params:oauth:grant-type:token-exchange")
         || form.get("audience").map(String::as_str) != Some("https://tickets.example")
@@ -186,6 +196,11 @@ base_url = "{svc}/t"
 mode = "on-behalf-of"
 allow_private = true
 token_exchange = {{ token_endpoint = "{as_url}/token", client_id = "airlock-host", secret_file = {client_secret:?}, audience = "https://tickets.example" }}
+[tenants.acme.services.machine]
+base_url = "{svc}/m"
+mode = "service"
+allow_private = true
+credential = {{ type = "client-credentials", token_endpoint = "{as_url}/token", client_id = "airlock-host", secret_file = {client_secret:?}, scopes = ["read"] }}
 [tenants.acme.services.named]
 base_url = "http://localhost:{port}/"
 mode = "service"
@@ -195,7 +210,7 @@ mode = "user-token"
 provider = "mail"
 [[tenants.acme.install]]
 component = "hostile"
-services = ["api", "tickets", "named", "mail"]
+services = ["api", "tickets", "named", "mail", "machine"]
 "#,
         issuer_url = idp.issuer,
     );
@@ -556,4 +571,37 @@ async fn users_never_cross_under_load() {
         );
         assert_eq!(r.path_and_query, format!("/t/{actor}"));
     }
+}
+
+#[tokio::test]
+async fn service_mode_with_client_credentials_caches_the_hosts_token() {
+    let w = world().await;
+    let args = json!({"service": "machine", "method": "GET", "path": "/x"});
+    let alice = w.fetch_as("alice", "api", args.clone()).await;
+    assert!(
+        alice.contains("\"authorization\":\"Bearer cc:read:0\""),
+        "{alice}"
+    );
+    let bob = w.fetch_as("bob", "api", args).await;
+    assert!(
+        bob.contains("Bearer cc:read:0"),
+        "the host's own token, shared: {bob}"
+    );
+    assert_eq!(w.issuer.client_tokens.load(Ordering::SeqCst), 1);
+    // The envelope still says who acts.
+    let seen = w.seen();
+    let actors: Vec<String> = seen
+        .iter()
+        .map(|r| {
+            let token = r.headers["airlock-envelope"].to_str().unwrap();
+            let payload: Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(token.split('.').nth(1).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            payload["actor"]["subject"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(actors, ["alice", "bob"]);
 }

@@ -325,6 +325,12 @@ impl DevServer {
         }
         let _ = writeln!(
             s,
+            "\n  demo APIs the tools reach through the broker: {url}/demo/notes (service mode), \
+             {url}/demo/tickets (on-behalf-of, RFC 8693)",
+            url = self.url
+        );
+        let _ = writeln!(
+            s,
             "\nConnect MCP Inspector (Node.js 22+), then Connect and log in as alice:\n\n  \
              npx @modelcontextprotocol/inspector --transport http --server-url {}/mcp/acme\n",
             self.url
