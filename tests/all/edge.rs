@@ -229,6 +229,45 @@ async fn the_bad_token_suite_answers_exactly() {
         Some("invalid_token"),
     )
     .await;
+    // Another kind of JWT from the same issuer (RFC 8725 §3.11).
+    let key = acme.current_key();
+    for typ in ["airlock-envelope+jwt", "dpop+jwt", "id_token+jwt"] {
+        let other = key.sign_typed(Some(typ), &acme.claims(aud, "alice", "mcp"));
+        assert_401(
+            post(&url, Some(&bearer(&other))).await,
+            &server,
+            Some("invalid_token"),
+        )
+        .await;
+    }
+    for typ in [
+        None,
+        Some("at+jwt"),
+        Some("application/at+jwt"),
+        Some("JWT"),
+    ] {
+        let ok = key.sign_typed(typ, &acme.claims(aud, "alice", "mcp"));
+        assert_eq!(
+            post(&url, Some(&bearer(&ok))).await.status(),
+            200,
+            "{typ:?}"
+        );
+    }
+    // Subjects the host cannot key a user by.
+    for sub in [
+        String::new(),
+        "a".repeat(256),
+        "alice\nbob".into(),
+        "al\u{0}ice".into(),
+    ] {
+        let bad = acme.sign(&acme.claims(aud, &sub, "mcp"));
+        assert_401(
+            post(&url, Some(&bearer(&bad))).await,
+            &server,
+            Some("invalid_token"),
+        )
+        .await;
+    }
     // Missing scope: 403 naming the scope needed.
     let unscoped = acme.token(aud, "alice", "other");
     let response = post(&url, Some(&bearer(&unscoped))).await;

@@ -47,6 +47,14 @@ impl TestKey {
         })
     }
 
+    /// `claims` signed with this key under a JOSE header of type `typ`.
+    pub fn sign_typed(&self, typ: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = typ.map(str::to_string);
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign")
+    }
+
     /// `claims` signed with this key (EdDSA, with this key's `kid`).
     pub fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::EdDSA);

@@ -135,6 +135,13 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "content-length",
     "forwarded",
     "airlock-envelope",
+    // Method and URL overrides that many servers and proxies act on.
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
 ];
 
 /// Header-name prefixes a guest may never use.
@@ -184,8 +191,22 @@ fn check_path(path: &str, limits: &RequestLimits) -> Result<(), DelegateError> {
     if path.split('/').any(decoded_dots) {
         return Err(invalid("the path may not contain `.` or `..` segments"));
     }
-    if path.to_ascii_lowercase().contains("%2f") || path.to_ascii_lowercase().contains("%5c") {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
         return Err(invalid("the path may not contain encoded slashes"));
+    }
+    // Servers and proxies disagree on these; none is needed to name a
+    // resource under the service, and each has been used to reach another.
+    if lower.contains("%2e") {
+        return Err(invalid("the path may not contain encoded dots"));
+    }
+    if lower.contains("%25") {
+        return Err(invalid(
+            "the path may not contain an encoded `%` (double encoding)",
+        ));
+    }
+    if path.contains(';') || lower.contains("%3b") {
+        return Err(invalid("the path may not contain `;` path parameters"));
     }
     Ok(())
 }
@@ -317,6 +338,14 @@ mod tests {
             "/a/../admin",
             "/a/%2e%2E/admin",
             "/a/%2fetc",
+            "/a/..;/admin",
+            "/a/;x=1/b",
+            "/a/%3b/b",
+            "/a/%252e%252e/admin",
+            "/a/%25/b",
+            "/a/.%2e/admin",
+            "/a/%2e./admin",
+            "/a/x%2ejson",
             "/a\\b",
             "/a?x=1",
             "/a#f",
@@ -343,6 +372,10 @@ mod tests {
             "Transfer-Encoding",
             "X-Forwarded-For",
             "Airlock-Envelope",
+            "X-Original-URL",
+            "x-rewrite-url",
+            "X-HTTP-Method-Override",
+            "X-Method-Override",
             "bad header",
         ] {
             let err = req("/x", &[(name, "v")]).unwrap_err();
@@ -396,5 +429,73 @@ mod tests {
                 other => panic!("expected a limit error naming {says:?}, got {other:?}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod path_properties {
+    use super::*;
+
+    /// Every way of writing a step out of `/allowed` with the characters that
+    /// matter, one or two levels of percent-encoding, each case: refused, or
+    /// (if accepted) still under `/allowed` once decoded any number of times.
+    #[test]
+    fn no_encoding_of_a_parent_step_passes() {
+        let dot = [".", "%2e", "%2E", "%252e", "%25%32%65"];
+        let slash = ["/", "%2f", "%2F", "%252f", "\\", "%5c"];
+        let mut tried = 0;
+        for a in dot {
+            for b in dot {
+                for s in slash {
+                    for tail in ["", ";", ";x", "%3b"] {
+                        let path = format!("/allowed/{a}{b}{tail}{s}admin");
+                        tried += 1;
+                        let result = OutboundRequest::new(
+                            Method::Get,
+                            path.clone(),
+                            vec![],
+                            vec![],
+                            None,
+                            &RequestLimits::default(),
+                        );
+                        if result.is_ok() {
+                            let mut decoded = path.clone();
+                            for _ in 0..3 {
+                                decoded = percent_decode(&decoded);
+                            }
+                            assert!(
+                                !decoded.contains("/..") && !decoded.contains("\\"),
+                                "{path} passed and decodes to {decoded}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(tried, 5 * 5 * 6 * 4);
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes.get(i), hex) {
+                (Some(b'%'), Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                }
+                (Some(b), _) => {
+                    out.push(*b);
+                    i += 1;
+                }
+                (None, _) => break,
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
