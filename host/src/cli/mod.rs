@@ -161,12 +161,17 @@ async fn dev(options: crate::dev::DevOptions, out: &mut (dyn Write + Send)) -> R
     server.serve(crate::server::shutdown_signal()).await
 }
 
+/// Without `RUST_LOG`: the host's own lines at INFO (one per call), guest
+/// log lines, and libraries only at WARN (the protocol library alone writes
+/// several INFO lines per request, megabytes a second on a busy host).
+pub const DEFAULT_LOG_FILTER: &str = "warn,airlock_host=info,airlock::guest=info";
+
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -187,4 +192,52 @@ pub fn main() -> ExitCode {
         run(std::env::args_os(), &mut out, &mut err).await
     });
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod log_filter_tests {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn by_default_libraries_log_warnings_only_and_the_host_its_calls() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                super::DEFAULT_LOG_FILTER,
+            ))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "rmcp::service", "serve finished");
+            tracing::info!(target: "hyper::proto", "chatter");
+            tracing::warn!(target: "rmcp::service", "a library warning");
+            tracing::info!(target: "airlock_host::invoke", "tool call");
+            tracing::info!(target: "airlock::guest", "a guest line");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            !text.contains("serve finished") && !text.contains("chatter"),
+            "{text}"
+        );
+        assert!(text.contains("a library warning"), "{text}");
+        assert!(
+            text.contains("tool call") && text.contains("a guest line"),
+            "{text}"
+        );
+    }
 }

@@ -477,6 +477,30 @@ impl Config {
                 },
             );
         }
+        // Keys are cached per issuer: two tenants trusting one issuer must
+        // agree on how to reach and accept it, or one would silently get the
+        // other's settings.
+        let mut seen: BTreeMap<&str, (&str, &IssuerConfig)> = BTreeMap::new();
+        for (id, tenant) in &tenants {
+            for (i, issuer) in tenant.issuers.iter().enumerate() {
+                match seen.get(issuer.issuer.as_str()) {
+                    Some((other, theirs)) if *theirs != issuer => {
+                        return Err(invalid(
+                            format!("tenants.{id}.issuers[{i}]"),
+                            format!(
+                                "issuer {} is also trusted by tenant `{other}` with other settings \
+                                 (jwks_uri, algorithms or refresh); give both the same settings",
+                                issuer.issuer
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(&issuer.issuer, (id, issuer));
+                    }
+                }
+            }
+        }
         if tenants.is_empty() {
             return Err(invalid(
                 "tenants".into(),

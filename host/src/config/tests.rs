@@ -254,3 +254,20 @@ fn the_example_configuration_is_valid() {
     );
     assert!(c.data_dir.is_absolute());
 }
+
+#[test]
+fn an_issuer_shared_by_tenants_must_have_one_set_of_settings() {
+    let two = |extra: &str| {
+        format!(
+            "{GOOD}\n[tenants.globex]\nissuers = [{{ issuer = \"https://idp.example.com\"{extra} }}]\n"
+        )
+    };
+    assert!(parse(&two("")).is_ok(), "same settings: fine");
+    let err = parse(&two(", jwks_uri = \"https://idp.example.com/other-keys\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tenants.globex.issuers[0]") && err.contains("`acme`"),
+        "{err}"
+    );
+}
