@@ -196,3 +196,32 @@ async fn real_calls_leave_a_trail_that_verifies_and_names_any_tampering() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("FAILED") && out.contains("record 4"), "{out}");
 }
+
+/// A call whose audit record cannot be written is refused, unless its tenant
+/// chose to go on without (`audit_fail_closed = false`).
+#[tokio::test]
+async fn calls_fail_closed_when_the_trail_cannot_be_written() {
+    let idp = TestIdp::start("").await;
+    for (fail_closed, expect_refused) in [(true, true), (false, false)] {
+        let tenant = format!(
+            "[tenants.acme]\nissuers = [{{ issuer = {:?} }}]\naudit_fail_closed = {fail_closed}\n\
+             [[tenants.acme.install]]\ncomponent = \"echo\"\n",
+            idp.issuer
+        );
+        let server = TestServer::start(&tenant).await;
+        // The audit logs' directory is taken by a file: every append fails.
+        std::fs::write(server.data_dir().join("db.logs"), b"in the way").unwrap();
+        let url = server.endpoint("acme");
+        let token = idp.token(&url, "alice", "");
+        let (_, body) = call(&url, &token, "echo", json!({"text": "unaudited"})).await;
+        if expect_refused {
+            assert!(
+                body.contains("its audit record could not be written")
+                    && !body.contains("unaudited"),
+                "{body}"
+            );
+        } else {
+            assert!(body.contains("unaudited"), "{body}");
+        }
+    }
+}
