@@ -222,14 +222,18 @@ impl Broker {
             .tenants
             .get(envelope.tenant())
             .and_then(|t| t.get(name));
+        // The guest chose these (a refused request may be as long as the
+        // host lets it copy): bound what one record can hold.
         let record = DelegatedRequest {
-            service: name.to_string(),
+            service: clip(name, MAX_RECORDED_NAME),
             mode: service.map(|s| s.mode().into()),
             method: method.to_string(),
-            path: path.to_string(),
+            path: clip(path, MAX_RECORDED_PATH),
             status: outcome.ok(),
             duration_ms,
-            refusal: outcome.err().map(refusal),
+            refusal: outcome
+                .err()
+                .map(|e| clip(&refusal(e), MAX_RECORDED_PATH * 2)),
         };
         let audited = self
             .audit
@@ -373,6 +377,22 @@ impl Broker {
     }
 }
 
+/// Longest service name and path kept in an audit record, in bytes.
+const MAX_RECORDED_NAME: usize = 64;
+const MAX_RECORDED_PATH: usize = 512;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let cut = (0..=max)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}…", s.get(..cut).unwrap_or_default())
+}
+
 /// A refusal as the audit trail records it: the error kind and its message
 /// (host-made text, never a secret).
 fn refusal(e: &DelegateError) -> String {
@@ -477,6 +497,13 @@ impl Delegation for Arc<Broker> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_names_and_paths_are_bounded() {
+        assert_eq!(clip("/notes", 512), "/notes");
+        let long = "é".repeat(1000);
+        assert_eq!(clip(&long, 9), "éééé…");
+    }
 
     #[test]
     fn path_prefixes_match_whole_segments() {
