@@ -223,9 +223,9 @@ mod log_filter_tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(target: "rmcp::service", "serve finished");
+            tracing::info!(target: "a_library::service", "serve finished");
             tracing::info!(target: "hyper::proto", "chatter");
-            tracing::warn!(target: "rmcp::service", "a library warning");
+            tracing::warn!(target: "a_library::service", "a library warning");
             tracing::info!(target: "airlock_host::invoke", "tool call");
             tracing::info!(target: "airlock::guest", "a guest line");
         });
