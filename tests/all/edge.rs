@@ -423,7 +423,20 @@ async fn a_legacy_session_belongs_to_its_creator() {
     assert_eq!(delete(bob).await.expect("send").status(), 404);
     let alice = acme.token(&url, "alice", "mcp");
     assert_eq!(delete(alice.clone()).await.expect("send").status(), 204);
-    assert_eq!(send(alice).await.expect("send").status(), 404);
+    assert_eq!(send(alice.clone()).await.expect("send").status(), 404);
+    // A session id the host never issued is refused like an unknown one,
+    // whoever presents it (bindings fail closed).
+    let guessed = reqwest::Client::new()
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", bearer(&alice))
+        .header("mcp-session-id", "00000000-0000-0000-0000-000000000000")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&list)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(guessed.status(), 404);
 }
 
 #[tokio::test]

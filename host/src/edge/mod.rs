@@ -255,7 +255,11 @@ async fn guard(
     {
         edge.sessions.bind(created, &principal);
     }
-    if is_delete && let Some(id) = session {
+    // A binding ends only when its session really ended.
+    if is_delete
+        && response.status().is_success()
+        && let Some(id) = session
+    {
         edge.sessions.forget(&id);
         // A terminated session has nothing to say: 204, as clients expect.
         if response.status() == StatusCode::ACCEPTED {

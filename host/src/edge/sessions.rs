@@ -54,13 +54,15 @@ impl SessionBindings {
         owners.insert(session.to_string(), (Owner::of(principal), Instant::now()));
     }
 
-    /// Whether `principal` may use `session`. Unknown sessions pass through
-    /// (the session manager answers those itself).
+    /// Whether `principal` may use `session`: only its creator may. A session
+    /// id with no binding is refused like an unknown one (fail closed): the
+    /// host binds every session it issues, so an unbound id was never issued
+    /// to this caller, or its binding is gone.
     pub(super) fn allows(&self, session: &str, principal: &Principal) -> bool {
         let owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
         match owners.get(session) {
             Some((owner, _)) => *owner == Owner::of(principal),
-            None => true,
+            None => false,
         }
     }
 
