@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use airlock_tests::client::call;
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::TestServer;
 use serde_json::{Value, json};
@@ -20,37 +21,6 @@ pub async fn airlock(args: &[&str]) -> (u8, String, String) {
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     )
-}
-
-/// POST one stateless `tools/call`; return the `traceparent` the host sent
-/// back and the body.
-pub async fn call(url: &str, token: &str, tool: &str, args: Value) -> (String, String) {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": args,
-              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                        "io.modelcontextprotocol/clientCapabilities": {}}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    let trace = resp
-        .headers()
-        .get("traceparent")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (trace, resp.text().await.unwrap())
 }
 
 fn copy_dir(from: &Path, to: &Path) {

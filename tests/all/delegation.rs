@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::TestServer;
 
-use crate::audit::{airlock, call};
+use airlock_tests::client::call;
+
+use crate::audit::airlock;
 
 /// What the service saw of one request.
 #[derive(Debug, Clone)]

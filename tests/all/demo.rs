@@ -670,7 +670,7 @@ async fn token_exchange_refuses_bad_clients_foreign_tokens_and_unknown_audiences
 /// One MCP `tools/call` as `token`'s user; the tool's structured output.
 async fn mcp_call(dev: &Dev, tenant: &str, token: &str, tool: &str, args: Value) -> Value {
     let url = format!("{}/mcp/{tenant}", dev.url);
-    let (_, body) = crate::audit::call(&url, token, tool, args).await;
+    let (_, body) = airlock_tests::client::call(&url, token, tool, args).await;
     let json = body
         .lines()
         .find_map(|l| l.strip_prefix("data: "))

@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use airlock_tests::idp::TestIdp;
@@ -77,24 +76,10 @@ fn tools_call(tool: &str, args: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn tokens_appear_in_no_output_log_record_or_file() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        let output = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "leaks::tokens_appear_in_no_output_log_record_or_file",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    if airlock_tests::in_child_process(
+        "leaks::tokens_appear_in_no_output_log_record_or_file",
+        CHILD_ENV,
+    ) {
         return;
     }
     let logs = Captured::default();

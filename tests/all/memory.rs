@@ -3,8 +3,6 @@
 //! Resident memory is process-wide, and other tests run in parallel in this
 //! binary, so the measurement runs in a child process running only this test.
 
-use std::process::Command;
-
 use airlock_tests::{TestHost, guests};
 use serde_json::json;
 
@@ -18,23 +16,10 @@ fn resident_bytes() -> u64 {
 
 #[test]
 fn resident_memory_returns_to_baseline_after_10_000_calls() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let output = Command::new(exe)
-            .args([
-                "--exact",
-                "memory::resident_memory_returns_to_baseline_after_10_000_calls",
-            ])
-            .args(["--nocapture", "--test-threads", "1"])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    if airlock_tests::in_child_process(
+        "memory::resident_memory_returns_to_baseline_after_10_000_calls",
+        CHILD_ENV,
+    ) {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,7 +2,6 @@
 //! host allocates for it, and a result's limit counts what goes on the wire:
 //! per-block overhead, escaped text, base64 images.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use airlock_host::sandbox::{CallError, Content, Limits, LoadError};
@@ -212,24 +211,10 @@ const CHILD_ENV: &str = "AIRLOCK_WIRE_MEMORY_CHILD";
 /// peak memory is process-wide and other tests run in this one.
 #[test]
 fn sixteen_oversized_results_at_once_stay_within_a_memory_bound() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        let output = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "wire::sixteen_oversized_results_at_once_stay_within_a_memory_bound",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    if airlock_tests::in_child_process(
+        "wire::sixteen_oversized_results_at_once_stay_within_a_memory_bound",
+        CHILD_ENV,
+    ) {
         return;
     }
     const GUEST_MEMORY: usize = 32 << 20;

@@ -26,6 +26,29 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// Run the test `name` of this test binary alone in a child process with
+/// `env` set, and assert it passed. Returns `true` in the parent (which then
+/// returns), `false` in the child (which then does the work): for
+/// measurements of process-wide state such as resident memory or every log
+/// line, and for tests that change the working directory.
+pub fn in_child_process(name: &str, env: &str) -> bool {
+    if std::env::var_os(env).is_some() {
+        return false;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(env, "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
 /// Read a built guest component.
 pub fn wasm(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("guest {path} was not built: {e}"))
