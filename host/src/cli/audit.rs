@@ -76,9 +76,16 @@ pub fn run(cmd: AuditCommand, out: &mut (dyn Write + Send)) -> Result<(), String
                 since_ms,
                 trace_id: trace,
             };
-            crate::audit::export(&storage, &filter, out)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            match crate::audit::export(&storage, &filter, out) {
+                Ok(_) => Ok(()),
+                // The reader stopped early (`| head`): not an error.
+                Err(crate::audit::ExportError::Write(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
     }
 }
@@ -187,6 +194,28 @@ mod tests {
             String::from_utf8(out).unwrap(),
             String::from_utf8(err).unwrap(),
         )
+    }
+
+    /// A reader that went away, like `head` after its lines.
+    struct GoneReader;
+
+    impl std::io::Write for GoneReader {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn export_into_a_closed_pipe_is_not_an_error() {
+        let data = data_dir(None).await;
+        let dir = data.path().to_str().unwrap();
+        let mut err = Vec::new();
+        let args = ["airlock", "audit", "export", "--data", dir];
+        let code = crate::cli::run(args, &mut GoneReader, &mut err).await;
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     }
 
     #[tokio::test]
