@@ -463,3 +463,27 @@ async fn request_bodies_over_the_limit_are_refused() {
     // A normal request still works.
     assert_eq!(post(&url, Some(&bearer(&token))).await.status(), 200);
 }
+
+/// An issuer can narrow the accepted token types (RFC 9068 `at+jwt` only).
+#[tokio::test]
+async fn an_issuer_can_require_at_jwt() {
+    let idp = TestIdp::start("").await;
+    let server = TestServer::start(&format!(
+        "[tenants.acme]\nissuers = [{{ issuer = {:?}, token_types = [\"at+jwt\"] }}]\n\
+         scopes = [\"mcp\"]\n[[tenants.acme.install]]\ncomponent = \"echo\"\n",
+        idp.issuer
+    ))
+    .await;
+    let url = server.endpoint("acme");
+    let key = idp.current_key();
+    let claims = idp.claims(&url, "alice", "mcp");
+    let plain = key.sign_typed(Some("JWT"), &claims);
+    assert_401(
+        post(&url, Some(&bearer(&plain))).await,
+        &server,
+        Some("invalid_token"),
+    )
+    .await;
+    let at = key.sign_typed(Some("at+jwt"), &claims);
+    assert_eq!(post(&url, Some(&bearer(&at))).await.status(), 200);
+}

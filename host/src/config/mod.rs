@@ -102,6 +102,7 @@ struct RawIssuer {
     algorithms: Option<Vec<String>>,
     jwks_min_refresh_ms: Option<u64>,
     jwks_max_age_s: Option<u64>,
+    token_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +153,10 @@ impl SigningAlgorithm {
     }
 }
 
+/// JOSE `typ` values accepted for access tokens unless an issuer says
+/// otherwise: RFC 9068's and plain JWT (RFC 8725 §3.11 is why others are not).
+pub const DEFAULT_TOKEN_TYPES: [&str; 3] = ["at+jwt", "application/at+jwt", "JWT"];
+
 /// One trusted token issuer of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerConfig {
@@ -165,6 +170,9 @@ pub struct IssuerConfig {
     pub jwks_min_refresh: Duration,
     /// Refetch keys at least this often.
     pub jwks_max_age: Duration,
+    /// JOSE `typ` values accepted on its access tokens (compared without
+    /// case); a token without `typ` is always accepted.
+    pub token_types: Vec<String>,
 }
 
 /// A component installed in a tenant, with its policy.
@@ -407,6 +415,20 @@ impl Config {
                         raw_issuer.jwks_min_refresh_ms.unwrap_or(10_000),
                     ),
                     jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
+                    token_types: match raw_issuer.token_types {
+                        None => DEFAULT_TOKEN_TYPES.iter().map(|t| t.to_string()).collect(),
+                        Some(types) => {
+                            if let Some(bad) = types.iter().find(|t| {
+                                t.is_empty() || t.len() > 64 || t.contains(char::is_whitespace)
+                            }) {
+                                return Err(invalid(
+                                    ikey("token_types"),
+                                    format!("`{bad}` is not a JOSE typ value"),
+                                ));
+                            }
+                            types
+                        }
+                    },
                 });
             }
             let services = services::validate_all(t.services, &format!("tenants.{id}"), &base)

@@ -271,3 +271,26 @@ fn an_issuer_shared_by_tenants_must_have_one_set_of_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn accepted_token_types_are_per_issuer() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.tenants["acme"].issuers[0].token_types,
+        DEFAULT_TOKEN_TYPES
+    );
+    let text = GOOD.replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"https://idp.example.com\", token_types = [\"at+jwt\"]",
+    );
+    assert_eq!(
+        parse(&text).unwrap().tenants["acme"].issuers[0].token_types,
+        ["at+jwt"]
+    );
+    let text = GOOD.replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"https://idp.example.com\", token_types = [\"\"]",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("tenants.acme.issuers[0].token_types"), "{err}");
+}

@@ -19,10 +19,6 @@ const LEEWAY_SECONDS: u64 = 30;
 /// Longest token accepted, in bytes.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// JOSE `typ` values accepted for access tokens (RFC 9068 and plain JWT);
-/// a token without `typ` is accepted too.
-const ACCESS_TOKEN_TYPES: [&str; 3] = ["at+jwt", "application/at+jwt", "JWT"];
-
 /// A subject the host can key a user by: present, bounded, printable.
 fn valid_subject(sub: &str) -> bool {
     !sub.is_empty() && sub.len() <= 255 && !sub.chars().any(char::is_control)
@@ -183,17 +179,7 @@ pub async fn validate(
 ) -> Result<Principal, AuthError> {
     let header = jsonwebtoken::decode_header(&token)
         .map_err(|_| AuthError::InvalidToken("the bearer token is not a valid JWT"))?;
-    // RFC 8725 §3.11: a JWT of another kind (an ID token's sibling, a signed
-    // envelope, a DPoP proof...) from the same issuer is not an access token.
-    if let Some(typ) = &header.typ
-        && !ACCESS_TOKEN_TYPES
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(typ))
-    {
-        return Err(AuthError::InvalidToken(
-            "the token's type (typ) is not an access token",
-        ));
-    }
+
     let iss =
         unverified_issuer(&token).ok_or(AuthError::InvalidToken("the token has no issuer"))?;
     let issuer = tenant
@@ -203,6 +189,18 @@ pub async fn validate(
         .ok_or(AuthError::InvalidToken(
             "the token's issuer is not trusted here",
         ))?;
+    // RFC 8725 §3.11: a JWT of another kind (a signed envelope, a DPoP
+    // proof...) from the same issuer is not an access token.
+    if let Some(typ) = &header.typ
+        && !issuer
+            .token_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(typ))
+    {
+        return Err(AuthError::InvalidToken(
+            "the token's type (typ) is not an access token",
+        ));
+    }
     let allowed: Vec<Algorithm> = issuer.algorithms.iter().copied().map(algorithm).collect();
     if !allowed.contains(&header.alg) {
         return Err(AuthError::InvalidToken(
