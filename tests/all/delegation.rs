@@ -226,6 +226,16 @@ services = ["api", "tickets", "named", "mail", "machine"]
     }
 }
 
+/// The claims of the envelope a request carried (unverified: the service
+/// test in this file verifies one; here only who it names matters).
+fn envelope_claims(r: &Seen) -> Value {
+    let token = r.headers["airlock-envelope"].to_str().unwrap();
+    let payload = URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
 /// The text the `fetch` tool returned.
 fn tool_text(body: &str) -> String {
     let json = body
@@ -558,13 +568,7 @@ async fn users_never_cross_under_load() {
     let seen = w.seen();
     assert_eq!(seen.len(), 24 * 84);
     for r in &seen {
-        let token = r.headers["airlock-envelope"].to_str().unwrap();
-        let payload: Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(token.split('.').nth(1).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let payload = envelope_claims(r);
         let actor = payload["actor"]["subject"].as_str().unwrap();
         let bearer = r.headers["authorization"].to_str().unwrap();
         assert!(
@@ -595,14 +599,10 @@ async fn service_mode_with_client_credentials_caches_the_hosts_token() {
     let actors: Vec<String> = seen
         .iter()
         .map(|r| {
-            let token = r.headers["airlock-envelope"].to_str().unwrap();
-            let payload: Value = serde_json::from_slice(
-                &URL_SAFE_NO_PAD
-                    .decode(token.split('.').nth(1).unwrap())
-                    .unwrap(),
-            )
-            .unwrap();
-            payload["actor"]["subject"].as_str().unwrap().to_string()
+            envelope_claims(r)["actor"]["subject"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
         .collect();
     assert_eq!(actors, ["alice", "bob"]);

@@ -8,6 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_tests::client::try_call;
 use airlock_tests::guests;
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::tenant;
@@ -58,7 +59,6 @@ fn free_port() -> u16 {
 
 /// Call `echo` until the server answers (it is starting), or fail after 60 s.
 async fn echo_until_up(server: &mut KillOnDrop, endpoint: &str, token: &str) -> String {
-    let http = reqwest::Client::new();
     let started = Instant::now();
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
@@ -69,23 +69,15 @@ async fn echo_until_up(server: &mut KillOnDrop, endpoint: &str, token: &str) -> 
             }
             panic!("airlock serve stopped ({status}):\n{stderr}");
         }
-        let sent = http
-            .post(endpoint)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
-            .json(&serde_json::json!({
-                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"text": "relative"},
-                  "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                            "io.modelcontextprotocol/clientCapabilities": {}}}
-            }))
-            .send()
-            .await;
-        if let Ok(resp) = sent {
-            return resp.text().await.unwrap();
+        let sent = try_call(
+            endpoint,
+            token,
+            "echo",
+            serde_json::json!({"text": "relative"}),
+        )
+        .await;
+        if let Ok((_, body)) = sent {
+            return body;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -179,23 +171,9 @@ async fn a_killed_server_leaves_a_verifiable_audit_trail() {
         for _ in 0..8 {
             let (endpoint, token, stop) = (endpoint.clone(), token.clone(), stop.clone());
             load.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = http
-                        .post(&endpoint)
-                        .bearer_auth(&token)
-                        .header("accept", "application/json, text/event-stream")
-                        .header("mcp-protocol-version", "2026-07-28")
-                        .header("mcp-method", "tools/call")
-                        .header("mcp-name", "echo")
-                        .json(&serde_json::json!({
-                            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                            "params": {"name": "echo", "arguments": {"text": "load"},
-                              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                                        "io.modelcontextprotocol/clientCapabilities": {}}}
-                        }))
-                        .send()
-                        .await;
+                    let args = serde_json::json!({"text": "load"});
+                    let _ = try_call(&endpoint, &token, "echo", args).await;
                 }
             }));
         }

@@ -43,6 +43,18 @@ pub async fn tool_names(client: &Client) -> Vec<String> {
 /// POST one stateless `tools/call`; return the `traceparent` the host sent
 /// back and the body.
 pub async fn call(url: &str, token: &str, tool: &str, args: serde_json::Value) -> (String, String) {
+    try_call(url, token, tool, args)
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool} at {url}: {e}"))
+}
+
+/// [`call`], returning transport errors (a server that is starting or gone).
+pub async fn try_call(
+    url: &str,
+    token: &str,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<(String, String), reqwest::Error> {
     let resp = reqwest::Client::new()
         .post(url)
         .bearer_auth(token)
@@ -61,12 +73,12 @@ pub async fn call(url: &str, token: &str, tool: &str, args: serde_json::Value) -
                         "io.modelcontextprotocol/clientCapabilities": {}}}
         }))
         .send()
-        .await
-        .unwrap();
+        .await?;
     let trace = resp
         .headers()
         .get("traceparent")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (trace, resp.text().await.unwrap())
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((trace, resp.text().await?))
 }

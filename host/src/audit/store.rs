@@ -1,10 +1,11 @@
 //! Where records live: the [`AuditStore`] trait, so another backend can
 //! follow, and [`EmbeddedStore`], its implementation over [`Storage`].
 //!
-//! Layout in the embedded database: per tenant, the log
-//! `audit.records.{tenant}` (key: big-endian seq, value: the stored record)
-//! and the log `audit.checkpoints.{tenant}` (key: the seq covered, value: the
-//! checkpoint as JSON); one tree `audit.salts` holds each tenant's salt.
+//! Layout: per tenant, the append-only log `audit.records.{tenant}` (one line
+//! per record: its seq and the stored record) and `audit.checkpoints.{tenant}`
+//! (the seq covered and the checkpoint as JSON), as files beside the database
+//! (`{data}/db.logs`); each tenant's salt is in the database's `audit.salts`
+//! tree.
 
 use crate::storage::{SeqTree, Storage, StorageError};
 
