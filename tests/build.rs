@@ -16,7 +16,10 @@ mod guest_build;
 
 /// (workspace directory relative to the repository root, member crates)
 const WORKSPACES: &[(&str, &[&str])] = &[
-    ("example-tools", &["echo", "whoami", "notes", "tickets"]),
+    (
+        "example-tools",
+        &["echo", "whoami", "notes", "tickets", "calendar"],
+    ),
     (
         "tests/fixtures",
         &[

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::connect::UrlElicitation;
+
 use crate::audit::{AuditLog, CallEnd, CallIdentity, Entry, Outcome};
+use crate::connect::Connector;
 use crate::delegate::Delegation;
 use crate::edge::{HostSession, Principal, TraceContext};
 use crate::envelope::{Envelope, EnvelopeClaims};
@@ -29,6 +32,10 @@ pub enum InvokeError {
     /// (or its result withheld). Details are in the host log.
     #[error("the call was refused: its audit record could not be written")]
     AuditUnavailable,
+    /// The call needs the user to do something first (connect an account):
+    /// the protocol layer asks them, and the client retries.
+    #[error("{}", .0.message)]
+    InputRequired(UrlElicitation),
 }
 
 /// What the host shares between every tenant's calls.
@@ -36,6 +43,7 @@ pub struct Invoker {
     sandbox: Arc<Sandbox>,
     delegation: Arc<dyn Delegation>,
     audit: Arc<AuditLog>,
+    connector: Option<Arc<Connector>>,
 }
 
 impl std::fmt::Debug for Invoker {
@@ -56,7 +64,15 @@ impl Invoker {
             sandbox,
             delegation,
             audit,
+            connector: None,
         }
+    }
+
+    /// Calls that find an account not connected can tell the caller when
+    /// the user has connected it.
+    pub fn with_connector(mut self, connector: Arc<Connector>) -> Self {
+        self.connector = Some(connector);
+        self
     }
 }
 
@@ -137,12 +153,13 @@ impl TenantInvoker {
         let began = Instant::now();
         let who = CallIdentity::from(&*envelope);
         let start = audit.append(Entry::start(who.clone(), arguments.as_bytes()));
+        let delegate = self.shared.delegation.for_call(principal.token().expose());
         let run = self.shared.sandbox.call(
             &tool.component,
             CallRequest {
                 envelope: envelope.clone(),
                 arguments,
-                delegate: self.shared.delegation.for_call(principal.token().expose()),
+                delegate: delegate.clone(),
             },
         );
         let (started, outcome) = tokio::join!(start, run);
@@ -171,7 +188,20 @@ impl TenantInvoker {
                 return Err(InvokeError::AuditUnavailable);
             }
         }
-        outcome.map_err(InvokeError::Call)
+        match (outcome, delegate.needs_connect()) {
+            // A tool that failed because an account is not connected ends
+            // by asking the user to connect it (one that coped gets its way).
+            (Err(_), Some(elicitation)) => Err(InvokeError::InputRequired(elicitation)),
+            (outcome, _) => outcome.map_err(InvokeError::Call),
+        }
+    }
+
+    /// Run `done` when the user completes elicitation `id` (for clients
+    /// that wait for a completion notification).
+    pub fn on_elicitation_complete(&self, id: &str, done: Box<dyn FnOnce() + Send>) {
+        if let Some(connector) = &self.shared.connector {
+            connector.watch(id, done);
+        }
     }
 }
 

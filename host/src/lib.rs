@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod delegate;
 pub mod dev;
 pub mod edge;
@@ -15,3 +16,4 @@ pub mod registry;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
+pub mod vault;

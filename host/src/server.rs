@@ -21,6 +21,9 @@ use crate::mcp::{self, McpHandler, TransportSettings};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::storage::Storage;
+use crate::vault::Vault;
+use crate::config::{SecretSource, ServiceCredential, ServiceMode, VaultKeySource};
+use crate::connect::{self, Connector};
 
 /// The longest an envelope can live: the largest tool timeout the
 /// configuration accepts. Retired signing keys stay published this long.
@@ -58,6 +61,12 @@ pub enum ServeError {
     /// The audit trail could not be opened.
     #[error("audit trail: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// The vault could not be opened (a wrong or missing master key).
+    #[error("vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    /// Account connect is unusable as configured.
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     /// Listening or serving failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
@@ -70,6 +79,7 @@ pub struct Host {
     grace: Duration,
     storage: Storage,
     audit: Arc<AuditLog>,
+    vault: Option<Arc<Vault>>,
 }
 
 /// Checkpoints of the audit trail are signed with the envelope key ring.
@@ -148,11 +158,31 @@ impl Host {
             ..SandboxSettings::default()
         })?);
         let registry = Registry::build(&config, &sandbox).await?;
+        let vault = match uses_vault(&config) {
+            true => Some(Arc::new(Vault::open(&storage, &config.vault_key)?)),
+            false => None,
+        };
+        let edge = Arc::new(Edge::new(config.clone())?);
+        let connector = match &vault {
+            Some(vault) if config.tenants.values().any(|t| t.connect.is_some()) => Some(Arc::new(
+                Connector::new(&config, edge.clone(), vault.clone())?,
+            )),
+            _ => None,
+        };
         let delegation: Arc<dyn Delegation> = match delegate {
             Some(delegate) => Arc::new(delegate),
-            None => Arc::new(Arc::new(Broker::new(&config, keys.clone(), audit.clone())?)),
+            None => Arc::new(Arc::new(Broker::new(
+                &config,
+                keys.clone(),
+                audit.clone(),
+                connector.clone(),
+            )?)),
         };
-        let invoker = Arc::new(Invoker::new(sandbox, delegation, audit.clone()));
+        let mut invoker = Invoker::new(sandbox, delegation, audit.clone());
+        if let Some(connector) = &connector {
+            invoker = invoker.with_connector(connector.clone());
+        }
+        let invoker = Arc::new(invoker);
         let shutdown = CancellationToken::new();
         let mut services = BTreeMap::new();
         for (tenant, tenant_config) in &config.tenants {
@@ -173,9 +203,11 @@ impl Host {
             };
             services.insert(tenant.clone(), mcp::service(handler, settings));
         }
-        let edge = Arc::new(Edge::new(config.clone())?);
-        let router = edge::router(edge, services)
-            .merge(envelope_keys(keys))
+        let mut router = edge::router(edge, services).merge(envelope_keys(keys));
+        if let Some(connector) = connector {
+            router = router.merge(connect::router(connector));
+        }
+        let router = router
             .layer(axum::middleware::from_fn_with_state(
                 config.server.request_timeout,
                 deadline,
@@ -190,7 +222,13 @@ impl Host {
             grace: config.server.request_timeout,
             storage,
             audit,
+            vault,
         })
+    }
+
+    /// The vault, when the configuration uses one.
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
     }
 
     /// The host's database, for the parts of the process that share it
@@ -244,6 +282,27 @@ impl Host {
         self.audit.shutdown().await?;
         Ok(())
     }
+}
+
+/// Whether the configuration needs the vault: accounts to connect, a secret
+/// kept there, or a vault key file already made.
+fn uses_vault(config: &Config) -> bool {
+    let in_vault = |s: &SecretSource| matches!(s, SecretSource::Vault(_));
+    let key_file_exists = matches!(&config.vault_key, VaultKeySource::File(f) if f.exists());
+    key_file_exists
+        || config.tenants.values().any(|t| {
+            t.connect.is_some()
+                || !t.providers.is_empty()
+                || t.providers.values().any(|p| p.secret.as_ref().is_some_and(in_vault))
+                || t.services.values().any(|s| match &s.mode {
+                    ServiceMode::Service(Some(ServiceCredential::Static { secret, .. })) => {
+                        in_vault(secret)
+                    }
+                    ServiceMode::Service(Some(ServiceCredential::ClientCredentials(c)))
+                    | ServiceMode::OnBehalfOf(c) => in_vault(&c.secret),
+                    ServiceMode::Service(None) | ServiceMode::UserToken { .. } => false,
+                })
+        })
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify envelopes (and

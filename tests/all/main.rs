@@ -2,8 +2,10 @@
 //! real HTTP on loopback. See `tests/src/lib.rs` for the shared pieces.
 
 mod audit;
+mod calendar;
 mod cli;
 mod concurrency;
+mod connect;
 mod delegation;
 mod demo;
 mod dev;
@@ -17,4 +19,5 @@ mod mcp;
 mod memory;
 mod serve;
 mod tidy;
+mod vault;
 mod wire;

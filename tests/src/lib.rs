@@ -19,6 +19,7 @@ use airlock_host::sandbox::{
 
 pub mod client;
 pub mod idp;
+pub mod oauth;
 pub mod server;
 
 /// Paths of the guest components built from source by `build.rs`.

@@ -73,7 +73,7 @@ fn line(key: &KeyInfo, now: u64, max_envelope_lifetime: u64) -> String {
 }
 
 /// Seconds since the Unix epoch as RFC 3339 UTC (`2024-01-31T12:00:00Z`).
-fn rfc3339(secs: u64) -> String {
+pub(super) fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
     // Days to a proleptic Gregorian date, counting in 400-year eras from

@@ -3,6 +3,7 @@
 mod audit;
 mod keys;
 mod tool;
+mod vault;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -50,6 +51,10 @@ enum Command {
     /// Check the audit trail's chains and signatures, or export its records.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage the token vault: list and disconnect users' provider tokens,
+    /// store operator secrets, rotate keys (beside a running host too).
+    #[command(subcommand)]
+    Vault(vault::VaultCommand),
     /// Print a bearer token for a demo user, from `airlock dev` data.
     Token {
         /// The demo tenant.
@@ -115,6 +120,7 @@ pub async fn run(
             .await
         }
         Command::Audit(cmd) => audit::run(cmd, out),
+        Command::Vault(cmd) => vault::run(cmd, out),
         Command::Token {
             tenant,
             user,

@@ -11,9 +11,13 @@ use serde::Deserialize;
 
 use crate::sandbox::Limits;
 
+mod connect;
 mod services;
 
-pub use services::{OAuthClient, SecretSource, ServiceConfig, ServiceCredential, ServiceMode};
+pub use connect::{ConnectLogin, ProviderConfig, VaultKeySource};
+pub use services::{
+    OAuthClient, SecretSource, ServiceConfig, ServiceCredential, ServiceMode, valid_secret_name,
+};
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,8 @@ struct RawConfig {
     components: BTreeMap<String, RawComponent>,
     #[serde(default)]
     tenants: BTreeMap<String, RawTenant>,
+    #[serde(default)]
+    vault: connect::RawVault,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +98,9 @@ struct RawTenant {
     audit_fail_closed: Option<bool>,
     #[serde(default)]
     services: BTreeMap<String, services::RawService>,
+    connect: Option<connect::RawConnect>,
+    #[serde(default)]
+    providers: BTreeMap<String, connect::RawProvider>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +214,11 @@ pub struct TenantConfig {
     pub audit_fail_closed: bool,
     /// Services its tools may reach, by name.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// How the connect page signs users in (needed when any service is in
+    /// `user-token` mode).
+    pub connect: Option<ConnectLogin>,
+    /// Third-party providers its users connect, by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 /// Host-wide server settings.
@@ -239,6 +253,8 @@ pub struct Config {
     pub components: BTreeMap<String, PathBuf>,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where the vault's master key is.
+    pub vault_key: VaultKeySource,
 }
 
 /// A tenant id: lowercase letters, digits and `-`, 1 to 63 characters.
@@ -433,6 +449,37 @@ impl Config {
             }
             let services = services::validate_all(t.services, &format!("tenants.{id}"), &base)
                 .map_err(|(k, m)| invalid(k, m))?;
+            let providers =
+                connect::validate_providers(t.providers, &format!("tenants.{id}"), &base)
+                    .map_err(|(k, m)| invalid(k, m))?;
+            let connect = match t.connect {
+                None => None,
+                Some(raw) => Some(
+                    raw.validate(&base, &t.scopes)
+                        .map_err(|(k, m)| invalid(key(&format!("connect.{k}")), m))?,
+                ),
+            };
+            for (name, service) in &services {
+                if let ServiceMode::UserToken { provider } = &service.mode {
+                    if !providers.contains_key(provider) {
+                        return Err(invalid(
+                            key(&format!("services.{name}.provider")),
+                            format!("no provider `{provider}` in [tenants.{id}.providers]"),
+                        ));
+                    }
+                    if connect.is_none() {
+                        return Err(invalid(
+                            key("connect"),
+                            format!(
+                                "service `{name}` is in user-token mode: users connect their \
+                                 accounts on the connect page, which signs them in at the tenant's \
+                                 issuer; add [tenants.{id}.connect] with client_id, \
+                                 authorization_endpoint and token_endpoint"
+                            ),
+                        ));
+                    }
+                }
+            }
             let mut install = Vec::new();
             let mut seen = BTreeSet::new();
             for (i, inst) in t.install.into_iter().enumerate() {
@@ -496,6 +543,8 @@ impl Config {
                     install,
                     audit_fail_closed: t.audit_fail_closed.unwrap_or(true),
                     services,
+                    connect,
+                    providers,
                 },
             );
         }
@@ -530,10 +579,16 @@ impl Config {
             ));
         }
 
+        let data_dir = base.join(raw.data_dir);
+        let vault_key = raw
+            .vault
+            .validate(&base, &data_dir)
+            .map_err(|m| invalid("vault".into(), m))?;
         Ok(Config {
+            vault_key,
             listen: raw.listen,
             public_url,
-            data_dir: base.join(raw.data_dir),
+            data_dir,
             allowed_origins: raw.allowed_origins,
             server,
             components,

@@ -33,6 +33,7 @@ enum RawCredential {
         header: Option<String>,
         secret_env: Option<String>,
         secret_file: Option<PathBuf>,
+        secret_vault: Option<String>,
     },
     ClientCredentials(RawClient),
 }
@@ -44,6 +45,7 @@ struct RawClient {
     client_id: String,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
+    secret_vault: Option<String>,
     audience: Option<String>,
     resource: Option<String>,
     #[serde(default)]
@@ -58,6 +60,8 @@ pub enum SecretSource {
     Env(String),
     /// A file (its contents, trailing newline removed).
     File(PathBuf),
+    /// A named secret of the tenant in the vault (`airlock vault put-secret`).
+    Vault(String),
 }
 
 /// An OAuth client of the host at some authorization server.
@@ -134,16 +138,46 @@ pub struct ServiceConfig {
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
-fn loopback_http_or_https(url: &url::Url) -> bool {
+pub(super) fn loopback_http_or_https(url: &url::Url) -> bool {
     url.scheme() == "https" || super::is_loopback_http(url)
 }
 
-fn secret(env: Option<String>, file: Option<PathBuf>, base: &Path) -> Result<SecretSource, String> {
-    match (env, file) {
-        (Some(var), None) if !var.is_empty() => Ok(SecretSource::Env(var)),
-        (None, Some(file)) => Ok(SecretSource::File(base.join(file))),
-        _ => Err("give exactly one of `secret_env` or `secret_file`".into()),
+/// The secret named by at most one of `secret_env`, `secret_file` and
+/// `secret_vault`.
+pub(super) fn secret_or_none(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    vault: Option<String>,
+    base: &Path,
+) -> Result<Option<SecretSource>, String> {
+    match (env, file, vault) {
+        (None, None, None) => Ok(None),
+        (Some(var), None, None) if !var.is_empty() => Ok(Some(SecretSource::Env(var))),
+        (None, Some(file), None) => Ok(Some(SecretSource::File(base.join(file)))),
+        (None, None, Some(name)) if valid_secret_name(&name) => Ok(Some(SecretSource::Vault(name))),
+        (None, None, Some(_)) => {
+            Err("`secret_vault` names a vault secret: 1 to 64 letters, digits, `-`, `_`, `.`".into())
+        }
+        _ => Err("give exactly one of `secret_env`, `secret_file` or `secret_vault`".into()),
     }
+}
+
+/// A vault secret's name.
+pub fn valid_secret_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn secret(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    vault: Option<String>,
+    base: &Path,
+) -> Result<SecretSource, String> {
+    secret_or_none(env, file, vault, base)?
+        .ok_or_else(|| "give exactly one of `secret_env`, `secret_file` or `secret_vault`".into())
 }
 
 fn client(raw: RawClient, base: &Path) -> Result<OAuthClient, (String, String)> {
@@ -161,7 +195,7 @@ fn client(raw: RawClient, base: &Path) -> Result<OAuthClient, (String, String)> 
     Ok(OAuthClient {
         token_endpoint,
         client_id: raw.client_id,
-        secret: secret(raw.secret_env, raw.secret_file, base)
+        secret: secret(raw.secret_env, raw.secret_file, raw.secret_vault, base)
             .map_err(|m| ("secret_env".into(), m))?,
         audience: raw.audience,
         resource: raw.resource,
@@ -197,6 +231,7 @@ impl RawService {
                         header,
                         secret_env,
                         secret_file,
+                        secret_vault,
                     }) => {
                         let header = header
                             .unwrap_or_else(|| "authorization".into())
@@ -210,7 +245,7 @@ impl RawService {
                         }
                         Some(ServiceCredential::Static {
                             header,
-                            secret: secret(secret_env, secret_file, base)
+                            secret: secret(secret_env, secret_file, secret_vault, base)
                                 .map_err(|m| ("credential.secret_env".to_string(), m))?,
                         })
                     }

@@ -8,7 +8,7 @@
 //! through [`Egress`], and writes one audit record, refusals included.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use super::egress::{self, Egress};
@@ -16,6 +16,8 @@ use super::tokens::{Secret, TokenCache, TokenClient};
 use super::{BoxFuture, Delegate, DelegateError, DelegateResponse, Delegation, OutboundRequest};
 use crate::audit::{AuditLog, CallIdentity, DelegatedRequest, Entry};
 use crate::config::{Config, ServiceConfig, ServiceCredential, ServiceMode};
+use crate::connect::{Connector, UrlElicitation};
+use crate::vault::RecordKey;
 use crate::envelope::{DelegationMode, Envelope, KeyRing, RequestBinding};
 
 /// The header carrying the signed envelope on every delegated request.
@@ -42,7 +44,7 @@ enum Credential {
     ClientCredentials(TokenClient),
     /// A token exchanged for the caller.
     Exchange(TokenClient),
-    /// The user's own token (the vault; not yet available).
+    /// The user's own token for a provider, from the vault.
     UserToken { provider: String },
 }
 
@@ -70,6 +72,14 @@ pub struct Broker {
     issuer_url: String,
     audit: Arc<AuditLog>,
     tokens: TokenCache,
+    connector: Option<Arc<Connector>>,
+}
+
+/// What one call's delegate holds for the broker: the caller's own token
+/// (token exchange only) and the account connection the call found missing.
+struct CallState {
+    caller_token: Secret,
+    needs_connect: Mutex<Option<UrlElicitation>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -81,11 +91,14 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Build the broker for `config`'s services, reading their secrets now.
+    /// Build the broker for `config`'s services, reading their secrets now
+    /// (vault secrets from `connector`'s vault). Without a connector,
+    /// `user-token` services answer not-connected.
     pub fn new(
         config: &Config,
         keys: Arc<KeyRing>,
         audit: Arc<AuditLog>,
+        connector: Option<Arc<Connector>>,
     ) -> Result<Self, BrokerError> {
         let egress = Egress::new().map_err(|reason| BrokerError {
             tenant: String::new(),
@@ -105,6 +118,11 @@ impl Broker {
         let mut tenants = HashMap::new();
         for (tenant, tenant_config) in &config.tenants {
             let mut services = HashMap::new();
+            let vault = connector.as_ref().map(|c| c.vault().clone());
+            let from_vault = |secret: &str| match &vault {
+                Some(vault) => vault.secret(tenant, secret).map_err(|e| e.to_string()),
+                None => Err("the vault is not open".to_string()),
+            };
             for (name, service) in &tenant_config.services {
                 let fail = |reason: String| BrokerError {
                     tenant: tenant.clone(),
@@ -115,7 +133,7 @@ impl Broker {
                 let credential = match &service.mode {
                     ServiceMode::Service(None) => Credential::None,
                     ServiceMode::Service(Some(ServiceCredential::Static { header, secret })) => {
-                        let secret = Secret::load(secret).map_err(fail)?;
+                        let secret = Secret::load(secret, &from_vault).map_err(fail)?;
                         let value = if header == "authorization" {
                             Secret::new(format!("Bearer {}", secret.expose()))
                         } else {
@@ -129,11 +147,11 @@ impl Broker {
                     }
                     ServiceMode::Service(Some(ServiceCredential::ClientCredentials(client))) => {
                         Credential::ClientCredentials(
-                            TokenClient::new(client.clone(), token_http.clone()).map_err(fail)?,
+                            TokenClient::new(client.clone(), token_http.clone(), &from_vault).map_err(fail)?,
                         )
                     }
                     ServiceMode::OnBehalfOf(client) => Credential::Exchange(
-                        TokenClient::new(client.clone(), token_http.clone()).map_err(fail)?,
+                        TokenClient::new(client.clone(), token_http.clone(), &from_vault).map_err(fail)?,
                     ),
                     ServiceMode::UserToken { provider } => Credential::UserToken {
                         provider: provider.clone(),
@@ -156,13 +174,14 @@ impl Broker {
             issuer_url: config.public_url.clone(),
             audit,
             tokens: TokenCache::default(),
+            connector,
         })
     }
 
     async fn fetch(
         &self,
         envelope: &Envelope,
-        caller_token: &Secret,
+        call: &CallState,
         name: &str,
         request: OutboundRequest,
     ) -> Result<DelegateResponse, DelegateError> {
@@ -190,7 +209,7 @@ impl Broker {
                 "service `{name}` is not configured for this tenant"
             ))),
             Some(service) => {
-                self.send(envelope, caller_token, name, service, request)
+                self.send(envelope, call, name, service, request)
                     .await
             }
         };
@@ -252,7 +271,7 @@ impl Broker {
     async fn send(
         &self,
         envelope: &Envelope,
-        caller_token: &Secret,
+        call: &CallState,
         name: &str,
         service: &Service,
         request: OutboundRequest,
@@ -289,9 +308,6 @@ impl Broker {
                 config.max_request_bytes
             )));
         }
-        let credential = self
-            .credential(envelope, caller_token, name, service)
-            .await?;
         let url = egress::join(&config.base_url, &request)?;
         let signed = envelope
             .sign_for(
@@ -310,31 +326,112 @@ impl Broker {
             })?;
         let http_method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| DelegateError::InvalidRequest(e.to_string()))?;
-        let mut builder = self
-            .egress
-            .client(config.allow_private)
-            .request(http_method, url)
-            .timeout(config.timeout)
-            .header(ENVELOPE_HEADER, signed)
-            .header("traceparent", traceparent(envelope.trace_id()))
-            .header("user-agent", concat!("airlock/", env!("CARGO_PKG_VERSION")));
-        for (header, value) in request.headers() {
-            builder = builder.header(header, value);
+        let build = |credential: Option<(reqwest::header::HeaderName, Secret)>| {
+            let mut builder = self
+                .egress
+                .client(config.allow_private)
+                .request(http_method.clone(), url.clone())
+                .timeout(config.timeout)
+                .header(ENVELOPE_HEADER, signed.as_str())
+                .header("traceparent", traceparent(envelope.trace_id()))
+                .header("user-agent", concat!("airlock/", env!("CARGO_PKG_VERSION")));
+            for (header, value) in request.headers() {
+                builder = builder.header(header, value);
+            }
+            if let Some((header, value)) = credential {
+                builder = builder.header(header, value.expose());
+            }
+            if !request.body().is_empty() {
+                builder = builder.body(request.body().to_vec());
+            }
+            builder
+        };
+        if let Credential::UserToken { provider } = &service.credential {
+            return self
+                .send_user_token(envelope, call, name, provider, config, build)
+                .await;
         }
-        if let Some((header, value)) = credential {
-            builder = builder.header(header, value.expose());
+        let credential = self.credential(envelope, call, name, service).await?;
+        egress::send(build(credential), name, config.max_response_bytes).await
+    }
+
+    /// A `user-token` request: the user's own token, refreshed once if the
+    /// provider refuses it; when there is none, the call needs the user to
+    /// connect their account.
+    async fn send_user_token(
+        &self,
+        envelope: &Envelope,
+        call: &CallState,
+        name: &str,
+        provider: &str,
+        config: &ServiceConfig,
+        build: impl Fn(Option<(reqwest::header::HeaderName, Secret)>) -> reqwest::RequestBuilder,
+    ) -> Result<DelegateResponse, DelegateError> {
+        let Some(connector) = &self.connector else {
+            return Err(DelegateError::NotConnected(format!(
+                "service `{name}` needs a connected {provider} account, and this host has no vault"
+            )));
+        };
+        let key = RecordKey {
+            tenant: envelope.tenant().to_string(),
+            issuer: envelope.issuer().to_string(),
+            subject: envelope.subject().to_string(),
+            provider: provider.to_string(),
+        };
+        let bearer = |token: &Secret| {
+            Some((
+                reqwest::header::AUTHORIZATION,
+                Secret::new(format!("Bearer {}", token.expose())),
+            ))
+        };
+        let mut token = connector.tokens().access_token(&key).await?;
+        let mut refreshed = false;
+        loop {
+            let Some(current) = token else {
+                return Err(self.needs_connect(connector, call, &key, name));
+            };
+            let response =
+                egress::send(build(bearer(&current)), name, config.max_response_bytes).await?;
+            if response.status != 401 || refreshed {
+                return Ok(response);
+            }
+            refreshed = true;
+            token = connector.tokens().after_unauthorized(&key, &current).await?;
         }
-        if !request.body().is_empty() {
-            builder = builder.body(request.body().to_vec());
+    }
+
+    /// Remember that this call needs `key`'s account connected, and say so.
+    fn needs_connect(
+        &self,
+        connector: &Connector,
+        call: &CallState,
+        key: &RecordKey,
+        name: &str,
+    ) -> DelegateError {
+        match connector.begin(key) {
+            Ok(elicitation) => {
+                let message = format!(
+                    "service `{name}` needs your {} account: connect it at {} and try again",
+                    key.provider, elicitation.url
+                );
+                *call
+                    .needs_connect
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(elicitation);
+                DelegateError::NotConnected(message)
+            }
+            Err(why) => DelegateError::NotConnected(format!(
+                "service `{name}` needs your {} account, which cannot be connected now: {why}",
+                key.provider
+            )),
         }
-        egress::send(builder, name, config.max_response_bytes).await
     }
 
     /// The credential header for `service`, if its mode has one.
     async fn credential(
         &self,
         envelope: &Envelope,
-        caller_token: &Secret,
+        call: &CallState,
         name: &str,
         service: &Service,
     ) -> Result<Option<(reqwest::header::HeaderName, Secret)>, DelegateError> {
@@ -366,13 +463,12 @@ impl Broker {
                 );
                 let token = self
                     .tokens
-                    .get_or_fetch(&key, || client.exchange(name, caller_token.expose()))
+                    .get_or_fetch(&key, || client.exchange(name, call.caller_token.expose()))
                     .await?;
                 Ok(bearer(token))
             }
-            Credential::UserToken { provider } => Err(DelegateError::NotConnected(format!(
-                "connect your {provider} account to use service `{name}`"
-            ))),
+            // Sent by `send_user_token`.
+            Credential::UserToken { .. } => Ok(None),
         }
     }
 }
@@ -452,7 +548,7 @@ fn check_base_url(service: &ServiceConfig) -> Result<(), String> {
 /// only token exchange uses and which lives no longer than the call.
 struct CallDelegate {
     broker: Arc<Broker>,
-    caller_token: Secret,
+    state: CallState,
 }
 
 impl Delegate for CallDelegate {
@@ -464,7 +560,7 @@ impl Delegate for CallDelegate {
     ) -> BoxFuture<'a, Result<DelegateResponse, DelegateError>> {
         Box::pin(
             self.broker
-                .fetch(envelope, &self.caller_token, service, request),
+                .fetch(envelope, &self.state, service, request),
         )
     }
 
@@ -483,13 +579,24 @@ impl Delegate for CallDelegate {
                 .await;
         })
     }
+
+    fn needs_connect(&self) -> Option<UrlElicitation> {
+        self.state
+            .needs_connect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Delegation for Arc<Broker> {
     fn for_call(&self, caller_token: &str) -> Arc<dyn Delegate> {
         Arc::new(CallDelegate {
             broker: self.clone(),
-            caller_token: Secret::new(caller_token.to_string()),
+            state: CallState {
+                caller_token: Secret::new(caller_token.to_string()),
+                needs_connect: Mutex::new(None),
+            },
         })
     }
 }

@@ -90,6 +90,12 @@ pub trait Delegate: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+
+    /// The account connection this call found missing, if any: the call
+    /// then ends by asking the user to connect (a URL elicitation).
+    fn needs_connect(&self) -> Option<crate::connect::UrlElicitation> {
+        None
+    }
 }
 
 /// Makes the [`Delegate`] for one call. The caller's own access token is

@@ -22,13 +22,25 @@ impl Secret {
         Secret(Zeroizing::new(value))
     }
 
-    /// Read a secret from its configured source.
-    pub fn load(source: &SecretSource) -> Result<Self, String> {
+    /// Read a secret from its configured source; `vault` looks up the
+    /// tenant's named vault secrets.
+    pub fn load(
+        source: &SecretSource,
+        vault: &dyn Fn(&str) -> Result<Option<Secret>, String>,
+    ) -> Result<Self, String> {
         let value = match source {
             SecretSource::Env(var) => std::env::var(var)
                 .map_err(|_| format!("the environment variable {var} is not set"))?,
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            SecretSource::Vault(name) => {
+                return vault(name)?.ok_or_else(|| {
+                    format!(
+                        "the vault holds no secret `{name}` for this tenant; \
+                         store it with `airlock vault put-secret --tenant T --name {name}`"
+                    )
+                });
+            }
         };
         let value = value.trim_end_matches(['\r', '\n']).to_string();
         if value.is_empty() {
@@ -137,9 +149,14 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    /// A client for `config`, reading its secret now.
-    pub fn new(config: OAuthClient, http: reqwest::Client) -> Result<Self, String> {
-        let secret = Secret::load(&config.secret)?;
+    /// A client for `config`, reading its secret now (`vault`: see
+    /// [`Secret::load`]).
+    pub fn new(
+        config: OAuthClient,
+        http: reqwest::Client,
+        vault: &dyn Fn(&str) -> Result<Option<Secret>, String>,
+    ) -> Result<Self, String> {
+        let secret = Secret::load(&config.secret, vault)?;
         Ok(TokenClient {
             config,
             secret,

@@ -57,6 +57,9 @@ const LEEWAY_SECONDS: u64 = 5;
 
 /// The host's confidential client at every development issuer.
 pub(crate) const HOST_CLIENT_ID: &str = "airlock-host";
+/// The connect page's public client at every development issuer, present
+/// without registration (registered ids are random, so it cannot be taken).
+pub(crate) const CONNECT_CLIENT_ID: &str = "airlock-connect";
 /// The RFC 8693 grant type.
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The RFC 8693 token type of an access token.
@@ -76,6 +79,8 @@ pub(crate) struct TenantIssuer {
     pub key: IssuerKey,
     /// The demo APIs the host may exchange this tenant's tokens for.
     pub exchange: Vec<ExchangeTarget>,
+    /// The only redirect URI of [`CONNECT_CLIENT_ID`]: `{url}/connect/{tenant}/login`.
+    pub connect_redirect_uri: String,
 }
 
 /// A demo API that accepts exchanged tokens.
@@ -160,6 +165,14 @@ impl DevAuth {
     }
 
     fn client(&self, tenant: &str, client_id: &str) -> Option<Client> {
+        if client_id == CONNECT_CLIENT_ID {
+            return self.tenant(tenant).map(|t| Client {
+                client_id: CONNECT_CLIENT_ID.to_string(),
+                client_name: Some("airlock (connect an account)".to_string()),
+                redirect_uris: vec![t.connect_redirect_uri.clone()],
+                issued_at: 0,
+            });
+        }
         self.clients
             .get::<Client>(&format!("{tenant}/{client_id}"))
             .ok()
@@ -1354,6 +1367,7 @@ mod tests {
                         audience: tickets(),
                         scopes: vec!["tickets".into()],
                     }],
+                    connect_redirect_uri: format!("{URL}/connect/{id}/login"),
                 },
             );
         }
@@ -1675,6 +1689,85 @@ mod tests {
                 assert!(headers.contains_key(header::WWW_AUTHENTICATE), "{what}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_connect_client_is_preregistered_public_and_pkce_bound() {
+        let f = fixture();
+        let redirect = format!("{URL}/connect/acme/login");
+        let verifier = "a-verifier-that-is-long-enough-for-pkce-0123456789";
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let authorize = |redirect: &str, pkce: bool| {
+            let mut q = vec![
+                ("response_type", "code"),
+                ("client_id", CONNECT_CLIENT_ID),
+                ("redirect_uri", redirect),
+                ("state", "st"),
+                ("login_hint", "alice"),
+            ];
+            if pkce {
+                q.extend([
+                    ("code_challenge", challenge.as_str()),
+                    ("code_challenge_method", "S256"),
+                ]);
+            }
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish();
+            authorize(
+                State(f.auth.clone()),
+                Path("acme".to_string()),
+                RawQuery(Some(query)),
+            )
+        };
+        let location = |r: &Response| {
+            url::Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap()
+        };
+        // Only its own redirect URI, at its own tenant.
+        let other = authorize(&format!("{URL}/connect/globex/login"), true).await;
+        assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+        assert!(!other.headers().contains_key(header::LOCATION));
+        // PKCE is required as for every client.
+        let no_pkce = location(&authorize(&redirect, false).await);
+        assert!(no_pkce.query().unwrap().contains("error=invalid_request"));
+        let to = location(&authorize(&redirect, true).await);
+        assert!(to.as_str().starts_with(&redirect), "{to}");
+        let code = to
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned();
+        // A public client: no secret, the verifier proves it.
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("grant_type", "authorization_code"),
+                ("client_id", CONNECT_CLIENT_ID),
+                ("code", &code),
+                ("redirect_uri", &redirect),
+                ("code_verifier", verifier),
+            ])
+            .finish();
+        let response = token(
+            State(f.auth.clone()),
+            Path("acme".to_string()),
+            HeaderMap::new(),
+            Bytes::from(body),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let access = tokens["access_token"].as_str().unwrap();
+        let (tenant, claims) = f
+            .auth
+            .verify(access, &format!("{URL}/mcp/acme"), Some("acme"))
+            .unwrap();
+        assert_eq!((tenant, claims.sub.as_str()), ("acme", "alice"));
+        // Unknown at a tenant that does not exist.
+        assert!(f.auth.client("initech", CONNECT_CLIENT_ID).is_none());
     }
 
     #[tokio::test]

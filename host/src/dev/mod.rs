@@ -5,6 +5,7 @@
 //! `airlock serve`.
 
 mod authserver;
+mod calendar;
 mod demo;
 pub mod guest_build;
 mod keys;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::server::Host;
 use authserver::{DevAuth, TenantIssuer};
+pub use calendar::{CalendarHooks, CalendarStats};
 use keys::IssuerKey;
 
 /// A demo tenant.
@@ -45,19 +47,24 @@ pub const DEMO_TENANTS: &[DemoTenant] = &[
             ("whoami", None, &[]),
             ("notes", None, &["notes"]),
             ("tickets", None, &["tickets"]),
+            ("calendar", None, &["calendar"]),
         ],
     },
     DemoTenant {
         id: "globex",
         users: &["carol"],
-        tools: &[("echo", None, &[]), ("whoami", None, &[])],
+        tools: &[
+            ("echo", None, &[]),
+            ("whoami", None, &[]),
+            ("calendar", None, &["calendar"]),
+        ],
     },
 ];
 
 /// The scope every demo tenant requires.
 pub const TENANT_SCOPE: &str = "mcp";
 /// The example tools.
-const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes", "tickets"];
+const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes", "tickets", "calendar"];
 /// The file in the dev data directory holding the host's client secret at
 /// the development issuers (for token exchange).
 const HOST_SECRET_FILE: &str = "airlock-host.secret";
@@ -105,9 +112,9 @@ pub struct DevOptions {
     pub data: PathBuf,
     /// Where to listen: a loopback address.
     pub listen: SocketAddr,
-    /// A directory holding `echo.wasm`, `whoami.wasm`, `notes.wasm` and
-    /// `tickets.wasm`; when absent the example tools are built from this
-    /// source tree.
+    /// A directory holding `echo.wasm`, `whoami.wasm`, `notes.wasm`,
+    /// `tickets.wasm` and `calendar.wasm`; when absent the example tools are
+    /// built from this source tree.
     pub tools: Option<PathBuf>,
 }
 
@@ -135,7 +142,8 @@ fn example_tools(
                 .filter(|p| p.join("Cargo.toml").exists())
                 .ok_or_else(|| {
                     "the example-tools source is not next to this build of airlock; \
-                     pass --tools DIR with echo.wasm, whoami.wasm, notes.wasm and tickets.wasm"
+                     pass --tools DIR with echo.wasm, whoami.wasm, notes.wasm, tickets.wasm \
+                     and calendar.wasm"
                         .to_string()
                 })?;
             let target = source.join("target");
@@ -165,7 +173,10 @@ fn example_tools(
 /// The `[tenants.T.services.NAME]` table of demo API `name`. The secret
 /// files are in `dev_dir`.
 fn service_toml(tenant: &str, name: &str, url: &str, dev_dir: &Path) -> Result<String, String> {
-    let base = demo::mount(url, name);
+    let base = match name {
+        "calendar" => calendar::api_url(url),
+        _ => demo::mount(url, name),
+    };
     let head = format!(
         "[tenants.{tenant}.services.{name}]\nbase_url = \"{base}\"\nallow_private = true\n"
     );
@@ -184,8 +195,39 @@ fn service_toml(tenant: &str, name: &str, url: &str, dev_dir: &Path) -> Result<S
             secret = file(HOST_SECRET_FILE),
             scope = demo::TICKETS_SCOPE,
         )),
+        "calendar" => Ok(format!(
+            "{head}mode = \"user-token\"\nprovider = \"calendar\"\nmethods = [\"GET\", \"POST\"]\n\
+             path_prefixes = [\"/events\"]"
+        )),
         other => Err(format!("no demo API `{other}`")),
     }
+}
+
+/// The Demo Calendar provider of `tenant` (`[tenants.T.providers.calendar]`)
+/// and how its connect page signs users in at the tenant's dev issuer
+/// (`[tenants.T.connect]`, the pre-registered public client).
+fn calendar_provider_toml(tenant: &str, url: &str, dev_dir: &Path) -> String {
+    let provider = calendar::base_url(url);
+    let issuer = format!("{url}/dev/{tenant}");
+    format!(
+        "[tenants.{tenant}.providers.calendar]\n\
+         authorization_endpoint = \"{provider}/authorize\"\n\
+         token_endpoint = \"{provider}/token\"\n\
+         client_id = \"{client}\"\n\
+         secret_file = {secret:?}\n\
+         scopes = {scopes:?}\n\
+         [tenants.{tenant}.connect]\n\
+         client_id = \"{connect}\"\n\
+         authorization_endpoint = \"{issuer}/authorize\"\n\
+         token_endpoint = \"{issuer}/token\"",
+        client = calendar::client_id(tenant),
+        secret = dev_dir
+            .join(calendar::secret_file(tenant))
+            .display()
+            .to_string(),
+        scopes = [calendar::READ_SCOPE, calendar::WRITE_SCOPE],
+        connect = authserver::CONNECT_CLIENT_ID,
+    )
 }
 
 /// The configuration `airlock dev` runs: the same format `airlock serve` reads.
@@ -228,6 +270,13 @@ fn dev_config(
                 service_toml(t.id, service, url, &keys_dir(data))?
             );
         }
+        if t.services().contains(&"calendar") {
+            let _ = writeln!(
+                text,
+                "{}",
+                calendar_provider_toml(t.id, url, &keys_dir(data))
+            );
+        }
     }
     Config::parse(&text, Path::new("<airlock dev>"), data).map_err(|e| e.to_string())
 }
@@ -239,6 +288,7 @@ pub struct DevServer {
     pub url: String,
     host: Host,
     listener: tokio::net::TcpListener,
+    calendar: CalendarHooks,
 }
 
 impl DevServer {
@@ -269,7 +319,18 @@ impl DevServer {
             authserver::load_or_create_secret(&keys_dir(&data).join(HOST_SECRET_FILE))?;
         let notes_key =
             authserver::load_or_create_secret(&keys_dir(&data).join(demo::NOTES_KEY_FILE))?;
+        let mut calendar_clients = Vec::new();
+        for t in DEMO_TENANTS {
+            let secret = authserver::load_or_create_secret(
+                &keys_dir(&data).join(calendar::secret_file(t.id)),
+            )?;
+            calendar_clients.push(calendar::CalendarClient::for_tenant(t.id, &url, &secret)?);
+        }
         let config = dev_config(addr, &url, &data, &tools)?;
+        // The vault (users' connected accounts) needs its master key.
+        if let crate::config::VaultKeySource::File(path) = &config.vault_key {
+            crate::vault::MasterKey::ensure_file(path).map_err(|e| e.to_string())?;
+        }
 
         let host = Host::build(config.clone())
             .await
@@ -286,6 +347,7 @@ impl DevServer {
                     scopes: t.scopes(),
                     key: IssuerKey::load_or_create(&keys_dir(&data), t.id)?,
                     exchange: demo::exchange_targets(&url, &t.services()),
+                    connect_redirect_uri: format!("{url}/connect/{}/login", t.id),
                 },
             );
         }
@@ -297,14 +359,23 @@ impl DevServer {
             .map_err(|e| format!("cannot write {}: {e}", data.display()))?;
         let auth = Arc::new(DevAuth::new(issuers, &host_secret, &storage)?);
         let apis = Arc::new(demo::DemoApis::new(&url, &notes_key, auth.clone())?);
+        let calendar = Arc::new(calendar::Calendar::new(calendar_clients, &storage)?);
         let host = host
             .with_routes(authserver::router(auth))
-            .with_routes(demo::router(apis));
+            .with_routes(demo::router(apis))
+            .with_routes(calendar::router(calendar.clone()));
         Ok(DevServer {
             url,
             host,
             listener,
+            calendar: CalendarHooks(calendar),
         })
+    }
+
+    /// Test hooks of the Demo Calendar provider (counters, expiring and
+    /// revoking tokens); keep a copy before [`DevServer::serve`].
+    pub fn calendar(&self) -> CalendarHooks {
+        self.calendar.clone()
     }
 
     /// The endpoints and how to connect, for the terminal.
@@ -328,6 +399,13 @@ impl DevServer {
             "\n  demo APIs the tools reach through the broker: {url}/demo/notes (service mode), \
              {url}/demo/tickets (on-behalf-of, RFC 8693)",
             url = self.url
+        );
+        let _ = writeln!(
+            s,
+            "  a third-party service users connect their own accounts with (user-token): \
+             Demo Calendar at {}, accounts {}; the `calendar` tool sends you to connect it",
+            calendar::base_url(&self.url),
+            calendar::USERS.join(", ")
         );
         let _ = writeln!(
             s,

@@ -65,6 +65,27 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// Validate `token` exactly as a request to `tenant`'s MCP endpoint would
+    /// be (issuer, signature, audience = the endpoint, scopes): for pages
+    /// that sign a browser user in as the same user the endpoint knows.
+    pub async fn authenticate(&self, tenant: &str, token: String) -> Result<Principal, AuthError> {
+        let config = self
+            .config
+            .tenants
+            .get(tenant)
+            .ok_or(AuthError::InvalidToken("no such tenant"))?;
+        auth::validate(
+            token,
+            tenant,
+            config,
+            &self.config.resource_uri(tenant),
+            &self.keys,
+        )
+        .await
+    }
+}
+
 /// What the guard needs for one tenant, derived once when the router is built.
 struct TenantEdge {
     id: String,

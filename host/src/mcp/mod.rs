@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification,
+    ElicitRequest, ElicitRequestParams, ErrorCode, Implementation, InputRequest,
+    InputRequiredResult, InputRequests, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, ServerNotification, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -15,7 +16,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::edge::{HostSession, Principal, TraceContext};
-use crate::invoke::{Call, InvokeError, TenantInvoker};
+use crate::invoke::{Call, InvokeError, TenantInvoker, UrlElicitation};
 use crate::registry::InstalledTool;
 use crate::sandbox::Content;
 
@@ -106,6 +107,84 @@ fn error_result(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
 
+/// The JSON-RPC error a 2025-11-25 server answers when the user must first
+/// complete URL elicitations.
+const URL_ELICITATION_REQUIRED: i32 = -32042;
+
+/// Whether this request speaks the stateless 2026-07-28 revision (or later).
+fn stateless_era(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+impl McpHandler {
+    /// The user must connect an account: ask in the way the caller's
+    /// protocol era and declared capabilities allow.
+    fn input_required(
+        &self,
+        elicitation: UrlElicitation,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let url_capable = context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some());
+        if !url_capable {
+            // A client that cannot show a URL elicitation still shows a
+            // tool error: the user can follow the link from there.
+            return Ok(error_result(format!(
+                "{} Open {} to connect, then try again.",
+                elicitation.message, elicitation.url
+            ))
+            .into());
+        }
+        if stateless_era(context) {
+            let mut requests = InputRequests::new();
+            requests.insert(
+                elicitation.id.clone(),
+                InputRequest::Elicitation(ElicitRequest::new(
+                    ElicitRequestParams::UrlElicitationParams {
+                        meta: None,
+                        message: elicitation.message,
+                        url: elicitation.url,
+                        elicitation_id: elicitation.id,
+                    },
+                )),
+            );
+            return Ok(InputRequiredResult::from_input_requests(requests).into());
+        }
+        // 2025-11-25: the error, then a completion notification on the
+        // session once the user has connected.
+        let peer = context.peer.clone();
+        let id = elicitation.id.clone();
+        self.invoker.on_elicitation_complete(
+            &elicitation.id,
+            Box::new(move || {
+                let notification = ServerNotification::CustomNotification(CustomNotification::new(
+                    "notifications/elicitation/complete",
+                    Some(serde_json::json!({ "elicitationId": id })),
+                ));
+                tokio::spawn(async move {
+                    let _ = peer.send_notification(notification).await;
+                });
+            }),
+        );
+        Err(McpError::new(
+            ErrorCode(URL_ELICITATION_REQUIRED),
+            "This request requires more information.",
+            Some(serde_json::json!({
+                "elicitations": [{
+                    "mode": "url",
+                    "elicitationId": elicitation.id,
+                    "url": elicitation.url,
+                    "message": elicitation.message,
+                }]
+            })),
+        ))
+    }
+}
+
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
@@ -171,6 +250,9 @@ impl ServerHandler for McpHandler {
                     InvokeError::AuditUnavailable.to_string(),
                     None,
                 ));
+            }
+            Err(InvokeError::InputRequired(elicitation)) => {
+                return self.input_required(elicitation, &context);
             }
             Err(InvokeError::Call(e)) => error_result(e.to_string()),
         };

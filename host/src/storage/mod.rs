@@ -148,6 +148,66 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// The raw bytes at `key`.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let value = self.tree.get(key).map_err(|e| self.io(e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Store raw `value` at `key` and flush it to disk.
+    pub fn put_raw(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.tree.insert(key, value).map_err(|e| self.io(e))?;
+        self.flush()
+    }
+
+    /// Remove the value at `key`, flushing; whether there was one.
+    pub fn remove_raw(&self, key: &[u8]) -> Result<bool, StorageError> {
+        let removed = self.tree.remove(key).map_err(|e| self.io(e))?;
+        if removed.is_some() {
+            self.flush()?;
+        }
+        Ok(removed.is_some())
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    pub fn scan_prefix_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.io(e))
+            })
+            .collect()
+    }
+
+    /// Replace the value at `key` with `new` (`None`: remove it) only if it
+    /// is still `old` (`None`: absent), atomically; flushes when it swapped.
+    /// Whether it swapped.
+    pub fn compare_and_swap_raw(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key, old, new)
+            .map_err(|e| self.io(e))?
+            .is_ok();
+        if swapped {
+            self.flush()?;
+        }
+        Ok(swapped)
+    }
+
+    /// Write this tree's changes to disk.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.tree.flush().map(|_| ()).map_err(|e| self.io(e))
+    }
+}
+
 impl StorageError {
     /// Whether opening failed because another process holds the database
     /// (a running `airlock serve` or `airlock dev`).

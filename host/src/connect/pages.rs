@@ -1,0 +1,404 @@
+//! The connect pages: `/connect/{tenant}/{id}` (a link from an elicitation),
+//! `/connect/{tenant}/login` (back from the tenant's issuer) and
+//! `/connect/{tenant}/callback` (back from the provider).
+//!
+//! Every step is bound to the browser that opened the link by a cookie whose
+//! hash the flow keeps, and to a single-use `state`; nothing secret or
+//! personal is ever in a URL airlock makes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+
+use super::{Connector, Flow, LINK_LIFETIME, MAX_IN_FLIGHT, lock, oauth};
+use crate::vault::{RecordKey, TokenSet};
+
+const COOKIE: &str = "airlock_connect";
+
+/// The connect pages of every tenant.
+pub fn router(connector: Arc<Connector>) -> Router {
+    Router::new()
+        .route("/connect/{tenant}/login", get(login_returned))
+        .route("/connect/{tenant}/callback", get(provider_returned))
+        .route("/connect/{tenant}/{id}", get(open_link))
+        .with_state(connector)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Headers every connect response carries: never cached, never framed, and
+/// never telling the next site which URL the browser came from.
+fn harden(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    );
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    response
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;line-height:1.5}}</style>\
+         </head><body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    harden(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+    )
+}
+
+fn redirect(to: &str, cookie: Option<String>) -> Response {
+    let mut response = (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response();
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    harden(response)
+}
+
+fn expired() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "This link no longer works",
+        "<p>Connect links work once and only for a few minutes. Ask your assistant to try \
+         the tool again: it will give you a new link.</p>",
+    )
+}
+
+fn unavailable(why: &str) -> Response {
+    tracing::warn!(reason = %why, "connect flow failed");
+    page(
+        StatusCode::BAD_GATEWAY,
+        "Something went wrong",
+        "<p>airlock could not finish connecting your account. Nothing was stored. Ask your \
+         assistant to try the tool again for a new link.</p>",
+    )
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The hash of this browser's connect cookie, if it sent one.
+fn browser(headers: &HeaderMap) -> Option<[u8; 32]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| sha(value.as_bytes()))
+}
+
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    // Both are hashes of secrets; compare without an early exit anyway.
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Connector {
+    fn redirect_uri(&self, tenant: &str, step: &str) -> String {
+        format!("{}/connect/{tenant}/{step}", self.public_url)
+    }
+
+    /// Keep a new flow under its `state`, unless too many are in flight.
+    fn start_flow(&self, flow: Flow) -> Result<String, Response> {
+        let state = oauth::random_token(32).map_err(|e| unavailable(&e))?;
+        let now = Instant::now();
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.flows.retain(|_, f| f.expires() > now);
+        if in_flight.flows.len() >= MAX_IN_FLIGHT {
+            return Err(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too busy",
+                "<p>Too many connections are in progress. Try again in a few minutes.</p>",
+            ));
+        }
+        in_flight.flows.insert(state.clone(), flow);
+        Ok(state)
+    }
+
+    /// Take the flow of `state` (single use), if this browser started it and
+    /// it has not expired.
+    fn take_flow(&self, state: Option<&String>, headers: &HeaderMap) -> Option<Flow> {
+        let flow = lock(&self.in_flight).flows.remove(state?)?;
+        let cookie = browser(headers)?;
+        let (owner, expires) = match &flow {
+            Flow::Login {
+                browser, expires, ..
+            }
+            | Flow::Provider {
+                browser, expires, ..
+            } => (browser, *expires),
+        };
+        (same(owner, &cookie) && expires > Instant::now()).then_some(flow)
+    }
+}
+
+async fn open_link(
+    State(connector): State<Arc<Connector>>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Response {
+    let Some(login) = connector.tenants.get(&tenant).map(|t| &t.login) else {
+        return expired();
+    };
+    let found = {
+        let in_flight = lock(&connector.in_flight);
+        in_flight
+            .pending
+            .get(&id)
+            .filter(|p| p.key.tenant == tenant && p.expires > Instant::now())
+            .is_some()
+    };
+    if !found {
+        return expired();
+    }
+    let (Ok(cookie), Ok(verifier)) = (oauth::random_token(32), oauth::random_token(32)) else {
+        return unavailable("the OS random source failed");
+    };
+    let state = match connector.start_flow(Flow::Login {
+        tenant: tenant.clone(),
+        connect_id: id,
+        verifier: verifier.clone(),
+        browser: sha(cookie.as_bytes()),
+        expires: Instant::now() + LINK_LIFETIME,
+    }) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
+    let resource = format!("{}/mcp/{tenant}", connector.public_url);
+    let to = login.authorization_url(
+        &connector.redirect_uri(&tenant, "login"),
+        &state,
+        &verifier,
+        &[("resource", &resource)],
+    );
+    let cookie = format!(
+        "{COOKIE}={cookie}; Path=/connect/{tenant}; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        LINK_LIFETIME.as_secs(),
+        if connector.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    redirect(to.as_str(), Some(cookie))
+}
+
+async fn login_returned(
+    State(connector): State<Arc<Connector>>,
+    Path(tenant): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(Flow::Login {
+        tenant: flow_tenant,
+        connect_id,
+        verifier,
+        browser,
+        ..
+    }) = connector.take_flow(query.get("state"), &headers)
+    else {
+        return expired();
+    };
+    let Some(tenant_connect) = connector.tenants.get(&tenant).filter(|_| flow_tenant == tenant)
+    else {
+        return expired();
+    };
+    if query.contains_key("error") {
+        return page(
+            StatusCode::OK,
+            "Sign-in cancelled",
+            "<p>You did not sign in, so nothing was connected. Ask your assistant to try the \
+             tool again when you are ready.</p>",
+        );
+    }
+    let Some(code) = query.get("code") else {
+        return expired();
+    };
+    let resource = format!("{}/mcp/{tenant}", connector.public_url);
+    let granted = match tenant_connect
+        .login
+        .redeem(
+            &connector.http,
+            code,
+            &connector.redirect_uri(&tenant, "login"),
+            &verifier,
+            &[("resource", &resource)],
+        )
+        .await
+    {
+        Ok(granted) => granted,
+        Err(e) => return unavailable(&format!("signing in at the issuer: {e}")),
+    };
+    let principal = match connector
+        .edge
+        .authenticate(&tenant, granted.access_token.expose().to_string())
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return unavailable(&format!("the issuer's token was refused: {e:?}")),
+    };
+    // The link is for one user: anyone else is turned away, and the link
+    // stays usable for its user.
+    let pending = {
+        let mut in_flight = lock(&connector.in_flight);
+        match in_flight.pending.get(&connect_id) {
+            Some(p) if p.expires <= Instant::now() => None,
+            Some(p)
+                if p.key.issuer != principal.issuer() || p.key.subject != principal.subject() =>
+            {
+                drop(in_flight);
+                tracing::warn!(
+                    tenant = %tenant,
+                    "a connect link was opened by a different user than the one it was made for"
+                );
+                return page(
+                    StatusCode::FORBIDDEN,
+                    "This link is for someone else",
+                    "<p>You signed in as a different user than the one this link was made for, \
+                     so nothing was connected. Each user connects their own account from their \
+                     own assistant.</p>",
+                );
+            }
+            Some(_) => in_flight.pending.remove(&connect_id),
+            None => None,
+        }
+    };
+    let Some(pending) = pending else {
+        return expired();
+    };
+    let Some(provider) = tenant_connect.providers.get(&pending.key.provider) else {
+        return expired();
+    };
+    let Ok(verifier) = oauth::random_token(32) else {
+        return unavailable("the OS random source failed");
+    };
+    let state = match connector.start_flow(Flow::Provider {
+        key: pending.key,
+        elicitation_id: pending.elicitation_id,
+        verifier: verifier.clone(),
+        browser,
+        expires: Instant::now() + LINK_LIFETIME,
+    }) {
+        Ok(state) => state,
+        Err(response) => return response,
+    };
+    let to = provider.authorization_url(
+        &connector.redirect_uri(&tenant, "callback"),
+        &state,
+        &verifier,
+        &[],
+    );
+    redirect(to.as_str(), None)
+}
+
+async fn provider_returned(
+    State(connector): State<Arc<Connector>>,
+    Path(tenant): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(Flow::Provider {
+        key,
+        elicitation_id,
+        verifier,
+        ..
+    }) = connector.take_flow(query.get("state"), &headers)
+    else {
+        return expired();
+    };
+    if key.tenant != tenant {
+        return expired();
+    }
+    let Some(provider) = connector
+        .tenants
+        .get(&tenant)
+        .and_then(|t| t.providers.get(&key.provider))
+    else {
+        return expired();
+    };
+    if query.contains_key("error") {
+        return page(
+            StatusCode::OK,
+            "Not connected",
+            &format!(
+                "<p>You declined at {}, so nothing was stored. Ask your assistant to try the \
+                 tool again if you change your mind.</p>",
+                escape(&key.provider)
+            ),
+        );
+    }
+    let Some(code) = query.get("code") else {
+        return expired();
+    };
+    let granted = match provider
+        .redeem(
+            &connector.http,
+            code,
+            &connector.redirect_uri(&tenant, "callback"),
+            &verifier,
+            &[],
+        )
+        .await
+    {
+        Ok(granted) => granted,
+        Err(e) => return unavailable(&format!("redeeming the provider's code: {e}")),
+    };
+    if let Err(e) = store(&connector, &key, granted).await {
+        return unavailable(&format!("storing the tokens: {e}"));
+    }
+    tracing::info!(tenant = %key.tenant, provider = %key.provider, "account connected");
+    connector.complete(&elicitation_id);
+    page(
+        StatusCode::OK,
+        "Account connected",
+        &format!(
+            "<p>Your {} account is connected. You can close this window and go back to your \
+             assistant.</p>",
+            escape(&key.provider)
+        ),
+    )
+}
+
+async fn store(connector: &Connector, key: &RecordKey, granted: oauth::Granted) -> Result<(), String> {
+    let vault = connector.vault.clone();
+    let key = key.clone();
+    let tokens = TokenSet {
+        access_token: granted.access_token,
+        refresh_token: granted.refresh_token,
+        expires_at: granted.expires_at,
+        scopes: granted.scopes,
+    };
+    tokio::task::spawn_blocking(move || vault.put(&key, &tokens).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
+}
