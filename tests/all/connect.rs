@@ -6,8 +6,6 @@
 //! refresh: before expiry, after a 401, once for many concurrent calls, and
 //! a refused refresh asks the user to connect again.
 
-use std::path::Path;
-
 use airlock_host::vault::MasterKey;
 use airlock_tests::guests;
 use airlock_tests::idp::TestIdp;
@@ -189,19 +187,6 @@ impl Browser {
     }
 }
 
-fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files_containing(&path, needle, found);
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            found.push(path.display().to_string());
-        }
-    }
-}
-
 async fn connect(s: &Setup, user: &str, calendar_user: &str) {
     let response = call_stateless(s, user, url_capable()).await;
     let (url, _) = elicitation_of(&response);
@@ -274,7 +259,7 @@ async fn the_connect_loop_runs_end_to_end_and_each_user_connects_their_own_accou
     let live = s.provider.live_tokens();
     assert!(live.len() >= 4, "{live:?}");
     let mut found = Vec::new();
-    files_containing(s.server.data_dir(), PLANTED.as_bytes(), &mut found);
+    crate::leaks::files_containing(s.server.data_dir(), &[PLANTED], &mut found);
     assert!(found.is_empty(), "token bytes on disk: {found:?}");
 }
 
@@ -540,4 +525,57 @@ async fn a_refused_token_is_refreshed_once_and_a_refused_refresh_asks_to_connect
         2,
         "a dropped record is not refreshed again"
     );
+}
+
+#[test]
+fn connected_tokens_reach_no_log_line_file_or_response() {
+    const CHILD_ENV: &str = "AIRLOCK_CONNECT_LEAKS_CHILD";
+    if airlock_tests::in_child_process(
+        "connect::connected_tokens_reach_no_log_line_file_or_response",
+        CHILD_ENV,
+    ) {
+        return;
+    }
+    let logs = crate::leaks::Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "trace,cranelift_codegen=warn,cranelift_frontend=warn,regalloc2=warn,\
+             wasmtime_cranelift=warn,wasmtime=warn,wasmtime_environ=warn,h2=warn,hyper=warn",
+        ))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let s = setup().await;
+        let mut responses = String::new();
+        // Connect, use, refresh before expiry, refresh after a 401, fail a
+        // refresh, connect again.
+        s.provider.set_lifetime(30);
+        connect(&s, "alice", "alice-cal").await;
+        s.provider.set_lifetime(3600);
+        responses.push_str(&call_stateless(&s, "alice", url_capable()).await.to_string());
+        s.provider.revoke_access_tokens();
+        responses.push_str(&call_stateless(&s, "alice", url_capable()).await.to_string());
+        s.provider.revoke_access_tokens();
+        s.provider.fail_refreshes(true);
+        responses.push_str(&call_stateless(&s, "alice", url_capable()).await.to_string());
+        s.provider.fail_refreshes(false);
+        connect(&s, "alice", "alice-cal").await;
+        responses.push_str(&call_stateless(&s, "alice", json!({})).await.to_string());
+        assert!(s.provider.refreshes() >= 2);
+        assert!(responses.contains("alice-cal"), "{responses}");
+        assert!(!responses.contains(PLANTED), "{responses}");
+        let mut found = Vec::new();
+        crate::leaks::files_containing(s.server.data_dir(), &[PLANTED], &mut found);
+        assert!(found.is_empty(), "token bytes on disk: {found:?}");
+    });
+    let logs = String::from_utf8_lossy(&logs.0.lock().expect("logs")).to_string();
+    assert!(logs.contains("account connected"), "the capture works");
+    assert!(!logs.contains(PLANTED), "a token reached the logs");
 }

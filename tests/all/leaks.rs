@@ -17,8 +17,9 @@ use serde_json::json;
 const CHILD_ENV: &str = "AIRLOCK_LEAKS_CHILD";
 const MARKER: &str = "planted-marker-7f3a9c1e5b";
 
+/// Every log line written to it (a `tracing` writer).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -30,7 +31,8 @@ impl Write for Captured {
     }
 }
 
-fn files_containing(dir: &Path, needles: &[&str], found: &mut Vec<String>) {
+/// The files under `dir` that contain any of `needles`.
+pub(crate) fn files_containing(dir: &Path, needles: &[&str], found: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let path = entry.path();

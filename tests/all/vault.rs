@@ -97,7 +97,12 @@ fn a_wrong_master_key_fails_at_open_and_changes_nothing() {
     storage.flush().unwrap();
     assert_eq!(hashes(dir.path()), before);
     let vault = Vault::open(&storage, &key_file(dir.path())).unwrap();
-    assert!(vault.get(&record("acme", "alice", "github")).unwrap().is_some());
+    assert!(
+        vault
+            .get(&record("acme", "alice", "github"))
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -149,9 +154,7 @@ fn no_token_or_secret_bytes_reach_the_disk() {
         .into_iter()
         .filter(|path| {
             let bytes = std::fs::read(path).unwrap();
-            bytes
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes())
+            bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
         })
         .collect();
     assert!(found.is_empty(), "the marker is on disk in {found:?}");
@@ -179,7 +182,9 @@ fn rotations_under_concurrent_load_fail_no_call() {
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let value = format!("w{t}-{n}");
-                    vault.put(&mine, &tokens(&value)).map_err(|e| e.to_string())?;
+                    vault
+                        .put(&mine, &tokens(&value))
+                        .map_err(|e| e.to_string())?;
                     let got = vault.get(&mine).map_err(|e| e.to_string())?;
                     let got = got.ok_or("my record vanished")?;
                     if got.access_token.expose() != value {
@@ -222,7 +227,10 @@ fn rotations_under_concurrent_load_fail_no_call() {
         };
         assert!(vault.get(&k).unwrap().is_some());
     }
-    assert_eq!(vault.secret("acme", "client").unwrap().unwrap().expose(), "c");
+    assert_eq!(
+        vault.secret("acme", "client").unwrap().unwrap().expose(),
+        "c"
+    );
 }
 
 /// A random number in `0..n`.
@@ -372,19 +380,41 @@ fn airlock(args: &[&str], stdin: &str) -> (i32, String, String) {
 fn cli_session(data: &str) {
     let (code, out, err) = airlock(&["vault", "list", "--tenant", "acme", "--data", data], "");
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("github  https://idp.test  alice  scopes=repo,read:user"), "{out}");
-    assert!(out.contains("key=v1") && out.contains("refresh=yes"), "{out}");
+    assert!(
+        out.contains("github  https://idp.test  alice  scopes=repo,read:user"),
+        "{out}"
+    );
+    assert!(
+        out.contains("key=v1") && out.contains("refresh=yes"),
+        "{out}"
+    );
     assert!(!out.contains("SECRET-TOKEN"), "{out}");
 
     let (code, out, err) = airlock(
-        &["vault", "put-secret", "--tenant", "acme", "--name", "gh", "--data", data],
+        &[
+            "vault",
+            "put-secret",
+            "--tenant",
+            "acme",
+            "--name",
+            "gh",
+            "--data",
+            data,
+        ],
         "client-secret-value\n",
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("gh"), "{out}");
 
     let (code, out, err) = airlock(
-        &["vault", "rotate-tenant-key", "--tenant", "acme", "--data", data],
+        &[
+            "vault",
+            "rotate-tenant-key",
+            "--tenant",
+            "acme",
+            "--data",
+            data,
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");
@@ -396,20 +426,40 @@ fn cli_session(data: &str) {
     // Two issuers: disconnect must be told which.
     let (code, _, err) = airlock(
         &[
-            "vault", "disconnect", "--tenant", "acme", "--user", "bob", "--provider", "github",
-            "--data", data,
+            "vault",
+            "disconnect",
+            "--tenant",
+            "acme",
+            "--user",
+            "bob",
+            "--provider",
+            "github",
+            "--data",
+            data,
         ],
         "",
     );
     assert_eq!(code, 1);
     assert!(
-        err.contains("--issuer") && err.contains("https://a.test") && err.contains("https://b.test"),
+        err.contains("--issuer")
+            && err.contains("https://a.test")
+            && err.contains("https://b.test"),
         "{err}"
     );
     let (code, out, err) = airlock(
         &[
-            "vault", "disconnect", "--tenant", "acme", "--user", "bob", "--provider", "github",
-            "--issuer", "https://a.test", "--data", data,
+            "vault",
+            "disconnect",
+            "--tenant",
+            "acme",
+            "--user",
+            "bob",
+            "--provider",
+            "github",
+            "--issuer",
+            "https://a.test",
+            "--data",
+            data,
         ],
         "",
     );
@@ -417,20 +467,33 @@ fn cli_session(data: &str) {
     assert!(out.contains("removed"), "{out}");
     let (code, out, err) = airlock(
         &[
-            "vault", "disconnect", "--tenant", "acme", "--user", "alice", "--provider", "github",
-            "--data", data,
+            "vault",
+            "disconnect",
+            "--tenant",
+            "acme",
+            "--user",
+            "alice",
+            "--provider",
+            "github",
+            "--data",
+            data,
         ],
         "",
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("alice"), "{out}");
     let (code, out, err) = airlock(
-        &["vault", "list", "--tenant", "acme", "--user", "bob", "--data", data],
+        &[
+            "vault", "list", "--tenant", "acme", "--user", "bob", "--data", data,
+        ],
         "",
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("https://b.test") && out.contains("key=v2"), "{out}");
+    assert!(
+        out.contains("https://b.test") && out.contains("key=v2"),
+        "{out}"
+    );
 }
 
 fn seed_for_cli(vault: &Vault) {
@@ -471,7 +534,17 @@ fn the_cli_manages_the_vault_offline() {
     let storage = Storage::open(&dir.path().join("db")).unwrap();
     check_after_cli(&Vault::open(&storage, &key_file(dir.path())).unwrap());
 
-    let (code, _, err) = airlock(&["vault", "list", "--tenant", "acme", "--data", "/nonexistent"], "");
+    let (code, _, err) = airlock(
+        &[
+            "vault",
+            "list",
+            "--tenant",
+            "acme",
+            "--data",
+            "/nonexistent",
+        ],
+        "",
+    );
     assert_eq!(code, 1);
     assert!(err.contains("no database in /nonexistent/db"), "{err}");
 }
@@ -536,5 +609,10 @@ async fn the_admin_socket_refuses_to_replace_what_is_not_a_socket() {
     .to_string();
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-    assert!(std::fs::symlink_metadata(&socket).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }

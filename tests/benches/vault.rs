@@ -83,7 +83,11 @@ fn main() {
     MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
     let storage = Storage::open(&dir.path().join("db")).unwrap();
     let vault = Arc::new(
-        Vault::open(&storage, &VaultKeySource::File(dir.path().join("vault.key"))).unwrap(),
+        Vault::open(
+            &storage,
+            &VaultKeySource::File(dir.path().join("vault.key")),
+        )
+        .unwrap(),
     );
     for i in 0..RECORDS {
         vault.put(&key(i), &tokens(i)).unwrap();
@@ -95,7 +99,11 @@ fn main() {
     let put: fn(&Vault, usize) = |vault, i| vault.put(&key(i), &tokens(i)).unwrap();
     for threads in [1, 4] {
         let (samples, wall) = timed(&vault, threads, GETS / threads, get);
-        report(&format!("get (read + open), {threads} thread(s)"), samples, wall);
+        report(
+            &format!("get (read + open), {threads} thread(s)"),
+            samples,
+            wall,
+        );
         let (samples, wall) = timed(&vault, threads, PUTS / threads, put);
         report(
             &format!("put (seal + write + flush), {threads} thread(s)"),

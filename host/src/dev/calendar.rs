@@ -342,36 +342,21 @@ impl Calendar {
     }
 
     /// The bearer's account, when its token is live and holds `scope`.
-    fn bearer(&self, headers: &HeaderMap, scope: &'static str) -> Result<String, Response> {
+    fn bearer(&self, headers: &HeaderMap, scope: &'static str) -> Result<String, ApiRefusal> {
         let token = match presented_credentials(headers) {
             Presented::Bearer(token) => token,
-            Presented::Nothing => return Err(unauthorized(None, scope)),
-            _ => return Err(unauthorized(Some("invalid_request"), scope)),
+            Presented::Nothing => return Err(ApiRefusal::NoToken(scope)),
+            _ => return Err(ApiRefusal::BadToken("invalid_request", scope)),
         };
         let live = lock(&self.access);
         let Some(record) = live
             .get(&hash(&token))
             .filter(|a| a.expires > Instant::now())
         else {
-            return Err(unauthorized(Some("invalid_token"), scope));
+            return Err(ApiRefusal::BadToken("invalid_token", scope));
         };
         if !record.scope.split_whitespace().any(|s| s == scope) {
-            let mut response = (
-                StatusCode::FORBIDDEN,
-                axum::Json(json!({
-                    "error": "insufficient_scope",
-                    "error_description": format!("this needs the {scope} scope"),
-                })),
-            )
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(&format!(
-                "Bearer realm=\"Demo Calendar\", error=\"insufficient_scope\", scope=\"{scope}\""
-            )) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-            return Err(response);
+            return Err(ApiRefusal::InsufficientScope(scope));
         }
         Ok(record.user.clone())
     }
@@ -1165,25 +1150,44 @@ fn rotate(
     Ok(response)
 }
 
-/// 401 with a Bearer challenge; `error` absent when no credentials came (RFC 6750 §3.1).
-fn unauthorized(error: Option<&'static str>, scope: &str) -> Response {
-    let (challenge, body) = match error {
-        Some(error) => (
-            format!("Bearer realm=\"Demo Calendar\", error=\"{error}\", scope=\"{scope}\""),
-            json!({ "error": error, "error_description": "send a valid Demo Calendar access token" }),
-        ),
-        None => (
-            format!("Bearer realm=\"Demo Calendar\", scope=\"{scope}\""),
-            json!({ "error": "unauthorized", "error_description": "send a Demo Calendar access token" }),
-        ),
-    };
-    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
+/// A refused API request, with its Bearer challenge (RFC 6750 §3).
+enum ApiRefusal {
+    /// No credentials: 401 without an error code.
+    NoToken(&'static str),
+    /// 401 `invalid_token` (unknown, expired, revoked) or `invalid_request`.
+    BadToken(&'static str, &'static str),
+    /// 403: the token lacks the scope.
+    InsufficientScope(&'static str),
+}
+
+impl IntoResponse for ApiRefusal {
+    fn into_response(self) -> Response {
+        let realm = "Bearer realm=\"Demo Calendar\"";
+        let (status, challenge, body) = match self {
+            ApiRefusal::NoToken(scope) => (
+                StatusCode::UNAUTHORIZED,
+                format!("{realm}, scope=\"{scope}\""),
+                json!({ "error": "unauthorized", "error_description": "send a Demo Calendar access token" }),
+            ),
+            ApiRefusal::BadToken(error, scope) => (
+                StatusCode::UNAUTHORIZED,
+                format!("{realm}, error=\"{error}\", scope=\"{scope}\""),
+                json!({ "error": error, "error_description": "send a valid Demo Calendar access token" }),
+            ),
+            ApiRefusal::InsufficientScope(scope) => (
+                StatusCode::FORBIDDEN,
+                format!("{realm}, error=\"insufficient_scope\", scope=\"{scope}\""),
+                json!({ "error": "insufficient_scope", "error_description": format!("this needs the {scope} scope") }),
+            ),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
         response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
     }
-    response
 }
 
 fn count(calendar: &Calendar, response: Response) -> Response {
@@ -1203,7 +1207,7 @@ async fn list_events(State(calendar): State<Arc<Calendar>>, headers: HeaderMap) 
             "events": calendar.events(&user),
         }))
         .into_response(),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     };
     count(&calendar, response)
 }
@@ -1222,7 +1226,7 @@ async fn add_event(
     body: Bytes,
 ) -> Response {
     let response = match calendar.bearer(&headers, WRITE_SCOPE) {
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
         Ok(user) => new_event(&calendar, &user, &body),
     };
     count(&calendar, response)

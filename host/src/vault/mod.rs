@@ -495,7 +495,8 @@ impl Vault {
     pub fn put_secret(&self, tenant: &str, name: &str, secret: &Secret) -> Result<(), VaultError> {
         let state = self.tenant_ready(tenant)?;
         let bytes = seal_secret(&state, tenant, name, now(), secret.expose().as_bytes())?;
-        self.store.put(Space::Secrets, &secret_key(tenant, name), &bytes)
+        self.store
+            .put(Space::Secrets, &secret_key(tenant, name), &bytes)
     }
 
     /// The operator secret `name` of `tenant`.
@@ -581,7 +582,10 @@ impl Vault {
         };
         let mut resealed = 0;
         for kind in [Kind::Record, Kind::Secret] {
-            for (k, _) in self.store.scan_prefix(kind.space(), &tenant_prefix(tenant))? {
+            for (k, _) in self
+                .store
+                .scan_prefix(kind.space(), &tenant_prefix(tenant))?
+            {
                 let state = self.read();
                 if self.reseal(&state, kind, &k, version)? {
                     resealed += 1;
@@ -592,7 +596,10 @@ impl Vault {
         // Nothing can still be sealed under an old version (writes since the
         // new one was made use it); check anyway before dropping them.
         for kind in [Kind::Record, Kind::Secret] {
-            for (k, _) in self.store.scan_prefix(kind.space(), &tenant_prefix(tenant))? {
+            for (k, _) in self
+                .store
+                .scan_prefix(kind.space(), &tenant_prefix(tenant))?
+            {
                 if self.reseal(&state, kind, &k, version)? {
                     resealed += 1;
                 }
@@ -612,8 +619,27 @@ impl Vault {
 
     /// Re-seal the value at `stored_key` under `version` unless it already
     /// is, swapping only if it did not change meanwhile (else retrying on
-    /// the new value). Whether it re-sealed.
+    /// the new value). Whether it re-sealed. A value that does not open
+    /// (altered, or planted under a key it does not belong to) cannot be
+    /// re-sealed and already opens for no one: it is skipped with a warning
+    /// naming it, and stays unopenable.
     fn reseal(
+        &self,
+        state: &State,
+        kind: Kind,
+        stored_key: &[u8],
+        version: u32,
+    ) -> Result<bool, VaultError> {
+        match self.reseal_once(state, kind, stored_key, version) {
+            Err(e @ (VaultError::Undecryptable { .. } | VaultError::Corrupt { .. })) => {
+                tracing::warn!(error = %e, "vault rotation: skipped a value that does not open");
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
+    fn reseal_once(
         &self,
         state: &State,
         kind: Kind,
@@ -784,9 +810,7 @@ fn data_key<'a>(
         .and_then(|t| t.keys.get(&version))
         .ok_or_else(|| VaultError::Undecryptable {
             what: what(),
-            reason: format!(
-                "tenant `{tenant}` has no data key version {version}; {BINDING}"
-            ),
+            reason: format!("tenant `{tenant}` has no data key version {version}; {BINDING}"),
         })
 }
 
@@ -823,9 +847,8 @@ fn seal_record(
         access_token: tokens.access_token.expose(),
         refresh_token: tokens.refresh_token.as_ref().map(Secret::expose),
     };
-    let capacity = 64
-        + plain.access_token.len() * 2
-        + plain.refresh_token.map_or(0, |r| r.len() * 2);
+    let capacity =
+        64 + plain.access_token.len() * 2 + plain.refresh_token.map_or(0, |r| r.len() * 2);
     let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
     serde_json::to_writer(&mut *bytes, &plain).map_err(|e| VaultError::Crypto(e.to_string()))?;
     let sealed = data_key.seal(&bytes, &record_aad(key, version, &meta))?;

@@ -35,8 +35,11 @@ pub trait VaultStore: Send + Sync + std::fmt::Debug {
         new: Option<&[u8]>,
     ) -> Result<bool, VaultError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, space: Space, prefix: &[u8])
-    -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError>;
+    fn scan_prefix(
+        &self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError>;
 }
 
 /// The vault's trees in the host's database.

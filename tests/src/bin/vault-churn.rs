@@ -39,9 +39,7 @@ fn main() -> Result<(), String> {
         let vault = vault.clone();
         std::thread::spawn(move || -> Result<(), String> {
             loop {
-                vault
-                    .rotate_tenant_key("acme")
-                    .map_err(|e| e.to_string())?;
+                vault.rotate_tenant_key("acme").map_err(|e| e.to_string())?;
                 vault.rotate_master_key().map_err(|e| e.to_string())?;
             }
         })
