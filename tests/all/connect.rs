@@ -6,65 +6,8 @@
 //! refresh: before expiry, after a 401, once for many concurrent calls, and
 //! a refused refresh asks the user to connect again.
 
-use airlock_host::vault::MasterKey;
-use airlock_tests::guests;
-use airlock_tests::idp::TestIdp;
-use airlock_tests::oauth::{CLIENT_ID, CLIENT_SECRET, LoginIssuer, PLANTED, TestProvider};
-use airlock_tests::server::TestServer;
+use airlock_tests::oauth::{Browser, ConnectSetup as Setup, PLANTED};
 use serde_json::{Value, json};
-
-struct Setup {
-    idp: TestIdp,
-    login: LoginIssuer,
-    provider: TestProvider,
-    server: TestServer,
-    _secrets: tempfile::TempDir,
-}
-
-async fn setup() -> Setup {
-    let idp = TestIdp::start("").await;
-    let login = LoginIssuer::start(&idp.issuer, idp.current_key(), "mcp").await;
-    let provider = TestProvider::start().await;
-    let secrets = tempfile::tempdir().expect("tempdir");
-    let secret_file = secrets.path().join("provider.secret");
-    std::fs::write(&secret_file, CLIENT_SECRET).expect("write");
-    let key_file = secrets.path().join("vault.key");
-    MasterKey::create_file(&key_file).expect("master key");
-    let rest = format!(
-        "[vault]\nmaster_key_file = {key:?}\n\
-         [components.calendar]\npath = {calendar:?}\n\
-         [tenants.acme]\nissuers = [{{ issuer = {iss:?} }}]\nscopes = [\"mcp\"]\n\
-         [[tenants.acme.install]]\ncomponent = \"calendar\"\nservices = [\"calendar\"]\n\
-         [tenants.acme.connect]\nclient_id = \"airlock-connect\"\n\
-         authorization_endpoint = \"{login}/authorize\"\ntoken_endpoint = \"{login}/token\"\n\
-         [tenants.acme.providers.calendar]\nauthorization_endpoint = \"{p}/authorize\"\n\
-         token_endpoint = \"{p}/token\"\nclient_id = \"{CLIENT_ID}\"\nsecret_file = {secret:?}\n\
-         scopes = [\"calendar.read\"]\n\
-         [tenants.acme.services.calendar]\nbase_url = \"{p}/api\"\nmode = \"user-token\"\n\
-         provider = \"calendar\"\nallow_private = true\nmethods = [\"GET\", \"POST\"]\n\
-         path_prefixes = [\"/events\"]\n",
-        key = key_file.display().to_string(),
-        calendar = guests::CALENDAR,
-        iss = idp.issuer,
-        login = login.url,
-        p = provider.url,
-        secret = secret_file.display().to_string(),
-    );
-    let server = TestServer::start_brokered(&rest).await;
-    Setup {
-        idp,
-        login,
-        provider,
-        server,
-        _secrets: secrets,
-    }
-}
-
-impl Setup {
-    fn token(&self, user: &str) -> String {
-        self.idp.token(&self.server.endpoint("acme"), user, "mcp")
-    }
-}
 
 /// `data: {json}` lines of an event stream, or the body as JSON.
 fn messages(body: &str) -> Vec<Value> {
@@ -127,66 +70,6 @@ fn elicitation_of(response: &Value) -> (String, String) {
     )
 }
 
-/// What a browser does with a connect link: follow redirects (carrying
-/// airlock's cookie back to airlock only) until a page is shown.
-struct Browser {
-    http: reqwest::Client,
-    airlock: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(airlock: &str) -> Self {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            airlock: airlock.to_string(),
-            cookie: None,
-        }
-    }
-
-    /// Follow from `url`; returns the final status, body and every URL visited.
-    async fn open(&mut self, url: &str) -> (u16, String, Vec<String>) {
-        let mut url = url.to_string();
-        let mut visited = Vec::new();
-        for _ in 0..10 {
-            visited.push(url.clone());
-            let mut request = self.http.get(&url);
-            if url.starts_with(&self.airlock)
-                && let Some(cookie) = &self.cookie
-            {
-                request = request.header("cookie", cookie);
-            }
-            let response = request.send().await.expect("send");
-            if url.starts_with(&self.airlock) {
-                assert_eq!(
-                    response.headers()["referrer-policy"],
-                    "no-referrer",
-                    "{url}"
-                );
-                if let Some(set) = response.headers().get("set-cookie") {
-                    let set = set.to_str().expect("cookie");
-                    assert!(
-                        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
-                        "{set}"
-                    );
-                    self.cookie = set.split(';').next().map(str::to_string);
-                }
-            }
-            let status = response.status().as_u16();
-            match response.headers().get("location") {
-                Some(location) if (300..400).contains(&status) => {
-                    url = location.to_str().expect("location").to_string();
-                }
-                _ => return (status, response.text().await.expect("body"), visited),
-            }
-        }
-        panic!("redirect loop: {visited:?}");
-    }
-}
-
 async fn connect(s: &Setup, user: &str, calendar_user: &str) {
     let response = call_stateless(s, user, url_capable()).await;
     let (url, _) = elicitation_of(&response);
@@ -208,7 +91,7 @@ fn owner(response: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connect_loop_runs_end_to_end_and_each_user_connects_their_own_account() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let response = call_stateless(&s, "alice", url_capable()).await;
     let (url, elicitation_id) = elicitation_of(&response);
     // Only airlock's page and an opaque id: no user, provider or token.
@@ -265,7 +148,7 @@ async fn the_connect_loop_runs_end_to_end_and_each_user_connects_their_own_accou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_url_elicitation_gets_the_link_in_a_tool_error() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let response = call_stateless(&s, "alice", json!({})).await;
     let result = &response["result"];
     assert_eq!(result["isError"], true, "{response}");
@@ -281,7 +164,7 @@ async fn a_client_without_url_elicitation_gets_the_link_in_a_tool_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_era_answers_url_elicitation_required_and_notifies_completion() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let http = reqwest::Client::new();
     let endpoint = s.server.endpoint("acme");
     let token = s.token("alice");
@@ -385,7 +268,7 @@ async fn the_legacy_era_answers_url_elicitation_required_and_notifies_completion
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_cannot_complete_a_connect_link() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let (url, _) = elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
     // bob (signed in at the issuer as bob) opens alice's link.
     s.login.login_as("bob");
@@ -412,7 +295,7 @@ async fn another_user_cannot_complete_a_connect_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_links_and_states_are_single_use_and_bound_to_the_browser() {
-    let s = setup().await;
+    let s = Setup::start().await;
     let (url, _) = elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
     s.login.login_as("alice");
     // Walk by hand to keep each step's URL.
@@ -478,7 +361,7 @@ async fn connect_links_and_states_are_single_use_and_bound_to_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_refresh_before_expiry_once_for_concurrent_calls() {
-    let s = setup().await;
+    let s = Setup::start().await;
     // Tokens that are already within the refresh margin when issued.
     s.provider.set_lifetime(30);
     connect(&s, "alice", "alice-cal").await;
@@ -502,7 +385,7 @@ async fn tokens_refresh_before_expiry_once_for_concurrent_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_refreshed_once_and_a_refused_refresh_asks_to_connect_again() {
-    let s = setup().await;
+    let s = Setup::start().await;
     connect(&s, "alice", "alice-cal").await;
     // The provider forgets its access tokens: one refresh after the 401.
     s.provider.revoke_access_tokens();
@@ -552,7 +435,7 @@ fn connected_tokens_reach_no_log_line_file_or_response() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let s = setup().await;
+        let s = Setup::start().await;
         let mut responses = String::new();
         // Connect, use, refresh before expiry, refresh after a 401, fail a
         // refresh, connect again.
@@ -578,4 +461,161 @@ fn connected_tokens_reach_no_log_line_file_or_response() {
     let logs = String::from_utf8_lossy(&logs.0.lock().expect("logs")).to_string();
     assert!(logs.contains("account connected"), "the capture works");
     assert!(!logs.contains(PLANTED), "a token reached the logs");
+}
+
+/// Through `airlock dev` as a user meets it: the calendar tool, the dev
+/// issuer's login page and the Demo Calendar's consent page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
+    use airlock_host::dev::{DevOptions, DevServer};
+    let data = tempfile::tempdir().expect("tempdir");
+    let tools = std::path::Path::new(airlock_tests::guests::CALENDAR)
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let mut out = Vec::new();
+    let server = DevServer::start(
+        DevOptions {
+            data: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tools: Some(tools),
+        },
+        &mut out,
+    )
+    .await
+    .expect("airlock dev starts");
+    let url = server.url.clone();
+    let task = tokio::spawn(async move {
+        let _ = server.serve(std::future::pending()).await;
+    });
+    let endpoint = format!("{url}/mcp/acme");
+    let call = async |user: &str| {
+        let token = airlock_host::dev::token(data.path(), "acme", user, &[]).expect("a dev token");
+        let body = reqwest::Client::new()
+            .post(&endpoint)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "list_events")
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "list_events", "arguments": {},
+                  "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities": url_capable()}}
+            }))
+            .send()
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("body");
+        messages(&body)
+            .into_iter()
+            .find(|m| m["id"] == 7)
+            .unwrap_or_else(|| panic!("{body}"))
+    };
+    // A browser that logs in as `user` and consents as `user`.
+    let connect_as = async |link: &str, user: &str| {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let mut cookies: Vec<(String, String)> = Vec::new();
+        let mut next = (
+            reqwest::Method::GET,
+            link.to_string(),
+            Vec::<(String, String)>::new(),
+        );
+        for _ in 0..12 {
+            let (method, at, form) = next.clone();
+            let path = url::Url::parse(&at).expect("url").path().to_string();
+            let cookie = cookies
+                .iter()
+                .filter(|(p, _)| path.starts_with(p.as_str()))
+                .map(|(_, c)| c.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut request = http.request(method, &at).header("cookie", cookie);
+            if !form.is_empty() {
+                request = request.form(&form);
+            }
+            let response = request.send().await.expect("send");
+            if let Some(set) = response.headers().get("set-cookie") {
+                let set = set.to_str().expect("cookie");
+                let pair = set.split(';').next().expect("pair").to_string();
+                let scope = set
+                    .split(';')
+                    .find_map(|a| a.trim().strip_prefix("Path="))
+                    .unwrap_or("/")
+                    .to_string();
+                cookies.push((scope, pair));
+            }
+            let status = response.status().as_u16();
+            if let Some(location) = response.headers().get("location") {
+                let location = location.to_str().expect("location");
+                let location = url::Url::parse(&at)
+                    .expect("url")
+                    .join(location)
+                    .expect("join");
+                next = (reqwest::Method::GET, location.to_string(), Vec::new());
+                continue;
+            }
+            let html = response.text().await.expect("html");
+            if path.ends_with("/dev/acme/authorize") && status == 200 {
+                // The dev issuer's login page: pick the user.
+                let mut form: Vec<(String, String)> = url::Url::parse(&at)
+                    .expect("url")
+                    .query_pairs()
+                    .into_owned()
+                    .collect();
+                form.push(("user".into(), user.into()));
+                next = (reqwest::Method::POST, at.clone(), form);
+            } else if path.ends_with("/dev/calendar/authorize") && status == 200 {
+                // The provider's consent page.
+                let form_token = html
+                    .split("name=\"form_token\" value=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .expect("form token")
+                    .to_string();
+                next = (
+                    reqwest::Method::POST,
+                    format!("{url}/dev/calendar/consent"),
+                    vec![
+                        ("form_token".into(), form_token),
+                        ("account".into(), user.into()),
+                        ("decision".into(), "allow".into()),
+                    ],
+                );
+            } else {
+                return (status, html);
+            }
+        }
+        panic!("the connect flow did not end");
+    };
+
+    let (link, _) = elicitation_of(&call("alice").await);
+    let (status, page) = connect_as(&link, "alice").await;
+    assert_eq!(status, 200, "{page}");
+    let alice = call("alice").await;
+    assert_eq!(owner(&alice), "alice");
+    // bob is asked separately, cannot use alice's link, and sees his own.
+    let (bob_link, _) = elicitation_of(&call("bob").await);
+    assert_ne!(bob_link, link);
+    let (status, page) = connect_as(&link, "bob").await;
+    assert_eq!(status, 400, "alice's link is spent: {page}");
+    let (status, page) = connect_as(&bob_link, "bob").await;
+    assert_eq!(status, 200, "{page}");
+    let bob = call("bob").await;
+    assert_eq!(owner(&bob), "bob");
+    assert_ne!(
+        alice["result"]["structuredContent"],
+        bob["result"]["structuredContent"]
+    );
+    // The Demo Calendar's tokens (`cal_at_…`, `cal_rt_…`) are nowhere on disk.
+    let mut found = Vec::new();
+    crate::leaks::files_containing(data.path(), &["cal_at_", "cal_rt_"], &mut found);
+    assert!(found.is_empty(), "token bytes on disk: {found:?}");
+    task.abort();
 }

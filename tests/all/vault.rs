@@ -249,6 +249,7 @@ fn a_crash_at_any_point_leaves_a_vault_that_opens_with_the_key_on_disk() {
     // The highest acknowledged number per record slot, and for the secret.
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut next = 0u64;
+    let mut key_files = std::collections::HashSet::new();
     for round in 0..KILLS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vault-churn"))
             .arg(dir.path())
@@ -340,7 +341,13 @@ fn a_crash_at_any_point_leaves_a_vault_that_opens_with_the_key_on_disk() {
             !dir.path().join("vault.key.tmp").exists(),
             "opening cleans up"
         );
+        key_files.insert(std::fs::read(dir.path().join("vault.key")).unwrap());
     }
+    assert!(
+        key_files.len() > KILLS / 2,
+        "the master key rotated in too few rounds to test anything: {}",
+        key_files.len()
+    );
     assert!(
         acked.len() > 2,
         "the churn wrote too little to test anything: {acked:?}"

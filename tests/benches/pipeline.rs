@@ -189,7 +189,7 @@ async fn broker_cost(dir: &tempfile::TempDir, audit: Arc<AuditLog>) {
         airlock_host::config::Config::parse(&text, std::path::Path::new("b.toml"), dir.path())
             .unwrap();
     let ring = Arc::new(KeyRing::open(&KeyRing::dir_in(dir.path())).unwrap());
-    let broker = Arc::new(Broker::new(&config, ring, audit).unwrap());
+    let broker = Arc::new(Broker::new(&config, ring, audit, None).unwrap());
     let delegate = broker.for_call("caller-token");
     let env = envelope("acme", "alice", "list_notes", &["notes"]);
     let request = || {

@@ -17,7 +17,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::idp::{TestKey, now};
+use airlock_host::vault::MasterKey;
+
+use crate::guests;
+use crate::idp::{TestIdp, TestKey, now};
+use crate::server::TestServer;
 
 /// Bytes in every token the provider issues.
 pub const PLANTED: &str = "PLANTEDx7q";
@@ -123,7 +127,10 @@ async fn login_authorize(
     State(s): State<Arc<LoginState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    assert_eq!(q.get("code_challenge_method").map(String::as_str), Some("S256"));
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
     let code = random();
     s.codes.lock().expect("lock").insert(
         code.clone(),
@@ -134,17 +141,26 @@ async fn login_authorize(
             resource: q.get("resource").cloned(),
         },
     );
-    redirect_with(&q["redirect_uri"], &[("code", &code), ("state", &q["state"])])
+    redirect_with(
+        &q["redirect_uri"],
+        &[("code", &code), ("state", &q["state"])],
+    )
 }
 
 async fn login_token(State(s): State<Arc<LoginState>>, body: String) -> Response {
     let p = form(&body);
     let Some(code) = s.codes.lock().expect("lock").remove(&p["code"]) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})))
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant"})),
+        )
             .into_response();
     };
     if s256(&p["code_verifier"]) != code.challenge || p["redirect_uri"] != code.redirect_uri {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"})))
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant"})),
+        )
             .into_response();
     }
     let now = now();
@@ -277,7 +293,10 @@ async fn provider_authorize(
             resource: None,
         },
     );
-    redirect_with(&q["redirect_uri"], &[("code", &code), ("state", &q["state"])])
+    redirect_with(
+        &q["redirect_uri"],
+        &[("code", &code), ("state", &q["state"])],
+    )
 }
 
 fn issue(s: &ProviderState, user: &str) -> Response {
@@ -297,7 +316,11 @@ fn issue(s: &ProviderState, user: &str) -> Response {
 }
 
 fn invalid_grant() -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": "invalid_grant"})),
+    )
+        .into_response()
 }
 
 async fn provider_token(
@@ -310,7 +333,10 @@ async fn provider_token(
         STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
     );
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client"})),
+        )
             .into_response();
     }
     let p = form(&body);
@@ -334,7 +360,12 @@ async fn provider_token(
             if *s.refresh_fails.lock().expect("lock") {
                 return invalid_grant();
             }
-            let user = s.grants.lock().expect("lock").refresh.remove(&p["refresh_token"]);
+            let user = s
+                .grants
+                .lock()
+                .expect("lock")
+                .refresh
+                .remove(&p["refresh_token"]);
             match user {
                 Some(user) => issue(&s, &user),
                 None => invalid_grant(),
@@ -373,5 +404,130 @@ async fn events(State(s): State<Arc<ProviderState>>, headers: HeaderMap) -> Resp
             [("www-authenticate", "Bearer error=\"invalid_token\"")],
         )
             .into_response(),
+    }
+}
+
+// ------------------------------------------------------------- together
+
+/// A host whose tenant `acme` has the `calendar` tool on a `user-token`
+/// service at a [`TestProvider`], with connect through a [`LoginIssuer`].
+pub struct ConnectSetup {
+    /// The tenant's issuer.
+    pub idp: TestIdp,
+    /// Where the connect page signs users in.
+    pub login: LoginIssuer,
+    /// The third party.
+    pub provider: TestProvider,
+    /// The host.
+    pub server: TestServer,
+    _secrets: tempfile::TempDir,
+}
+
+impl ConnectSetup {
+    /// Start it all.
+    pub async fn start() -> Self {
+        let idp = TestIdp::start("").await;
+        let login = LoginIssuer::start(&idp.issuer, idp.current_key(), "mcp").await;
+        let provider = TestProvider::start().await;
+        let secrets = tempfile::tempdir().expect("tempdir");
+        let secret_file = secrets.path().join("provider.secret");
+        std::fs::write(&secret_file, CLIENT_SECRET).expect("write");
+        let key_file = secrets.path().join("vault.key");
+        MasterKey::create_file(&key_file).expect("master key");
+        let rest = format!(
+            "[vault]\nmaster_key_file = {key:?}\n\
+         [components.calendar]\npath = {calendar:?}\n\
+         [tenants.acme]\nissuers = [{{ issuer = {iss:?} }}]\nscopes = [\"mcp\"]\n\
+         [[tenants.acme.install]]\ncomponent = \"calendar\"\nservices = [\"calendar\"]\n\
+         [tenants.acme.connect]\nclient_id = \"airlock-connect\"\n\
+         authorization_endpoint = \"{login}/authorize\"\ntoken_endpoint = \"{login}/token\"\n\
+         [tenants.acme.providers.calendar]\nauthorization_endpoint = \"{p}/authorize\"\n\
+         token_endpoint = \"{p}/token\"\nclient_id = \"{CLIENT_ID}\"\nsecret_file = {secret:?}\n\
+         scopes = [\"calendar.read\"]\n\
+         [tenants.acme.services.calendar]\nbase_url = \"{p}/api\"\nmode = \"user-token\"\n\
+         provider = \"calendar\"\nallow_private = true\nmethods = [\"GET\", \"POST\"]\n\
+         path_prefixes = [\"/events\"]\n",
+            key = key_file.display().to_string(),
+            calendar = guests::CALENDAR,
+            iss = idp.issuer,
+            login = login.url,
+            p = provider.url,
+            secret = secret_file.display().to_string(),
+        );
+        let server = TestServer::start_brokered(&rest).await;
+        ConnectSetup {
+            idp,
+            login,
+            provider,
+            server,
+            _secrets: secrets,
+        }
+    }
+
+    /// A valid token of `user` for the tenant.
+    pub fn token(&self, user: &str) -> String {
+        self.idp.token(&self.server.endpoint("acme"), user, "mcp")
+    }
+}
+
+/// What a browser does with a connect link: follow redirects (carrying
+/// airlock's cookie back to airlock only) until a page is shown.
+pub struct Browser {
+    /// The client (no redirects followed by itself).
+    pub http: reqwest::Client,
+    airlock: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    /// A browser that sends airlock's cookie back to `airlock` only.
+    pub fn new(airlock: &str) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            airlock: airlock.to_string(),
+            cookie: None,
+        }
+    }
+
+    /// Follow from `url`; returns the final status, body and every URL visited.
+    pub async fn open(&mut self, url: &str) -> (u16, String, Vec<String>) {
+        let mut url = url.to_string();
+        let mut visited = Vec::new();
+        for _ in 0..10 {
+            visited.push(url.clone());
+            let mut request = self.http.get(&url);
+            if url.starts_with(&self.airlock)
+                && let Some(cookie) = &self.cookie
+            {
+                request = request.header("cookie", cookie);
+            }
+            let response = request.send().await.expect("send");
+            if url.starts_with(&self.airlock) {
+                assert_eq!(
+                    response.headers()["referrer-policy"],
+                    "no-referrer",
+                    "{url}"
+                );
+                if let Some(set) = response.headers().get("set-cookie") {
+                    let set = set.to_str().expect("cookie");
+                    assert!(
+                        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+                        "{set}"
+                    );
+                    self.cookie = set.split(';').next().map(str::to_string);
+                }
+            }
+            let status = response.status().as_u16();
+            match response.headers().get("location") {
+                Some(location) if (300..400).contains(&status) => {
+                    url = location.to_str().expect("location").to_string();
+                }
+                _ => return (status, response.text().await.expect("body"), visited),
+            }
+        }
+        panic!("redirect loop: {visited:?}");
     }
 }

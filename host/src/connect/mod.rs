@@ -194,8 +194,8 @@ impl Connector {
                     reason,
                 }
             };
-            let secret = load_secret(login.secret.as_ref(), &vault, id)
-                .map_err(fail("connect".into()))?;
+            let secret =
+                load_secret(login.secret.as_ref(), &vault, id).map_err(fail("connect".into()))?;
             let mut providers = HashMap::new();
             for (name, provider) in &tenant.providers {
                 let secret = load_secret(provider.secret.as_ref(), &vault, id)
@@ -263,7 +263,9 @@ impl Connector {
         let (id, elicitation_id) = match reuse {
             Some(found) => found,
             None => {
-                in_flight.pending.retain(|_, p| p.expires > now && p.key != *key);
+                in_flight
+                    .pending
+                    .retain(|_, p| p.expires > now && p.key != *key);
                 if in_flight.pending.len() >= MAX_IN_FLIGHT {
                     return Err("too many connect links are open; try again later".into());
                 }

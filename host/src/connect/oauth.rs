@@ -170,7 +170,10 @@ impl Client {
             .body(body.to_string())
             .timeout(TOKEN_TIMEOUT);
         if let Some(secret) = &self.secret {
-            request = request.basic_auth(form_encode(&self.client_id), Some(form_encode(secret.expose())));
+            request = request.basic_auth(
+                form_encode(&self.client_id),
+                Some(form_encode(secret.expose())),
+            );
         }
         let unavailable = |why: &str| TokenError::Unavailable(format!("the token endpoint {why}"));
         let response = request.send().await.map_err(|e| {
@@ -194,7 +197,9 @@ impl Client {
             let code = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
                 .map(|b| b.error)
-                .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                .filter(|c| {
+                    c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                });
             return match (status.as_u16(), code) {
                 (400 | 401, Some(code)) => Err(TokenError::Refused(code)),
                 (_, code) => Err(unavailable(&format!(
@@ -209,7 +214,9 @@ impl Client {
         if let Some(kind) = &token.token_type
             && !kind.eq_ignore_ascii_case("bearer")
         {
-            return Err(unavailable(&format!("issued an unsupported token type `{kind}`")));
+            return Err(unavailable(&format!(
+                "issued an unsupported token type `{kind}`"
+            )));
         }
         // Owned by secrets from here on (zeroized when dropped).
         let access_token = Secret::new(std::mem::take(&mut token.access_token));

@@ -129,18 +129,19 @@ impl Connector {
         format!("{}/connect/{tenant}/{step}", self.public_url)
     }
 
-    /// Keep a new flow under its `state`, unless too many are in flight.
-    fn start_flow(&self, flow: Flow) -> Result<String, Response> {
-        let state = oauth::random_token(32).map_err(|e| unavailable(&e))?;
+    /// Keep a new flow under its `state`, unless too many are in flight
+    /// (then the page to show instead).
+    fn start_flow(&self, flow: Flow) -> Result<String, Box<Response>> {
+        let state = oauth::random_token(32).map_err(|e| Box::new(unavailable(&e)))?;
         let now = Instant::now();
         let mut in_flight = lock(&self.in_flight);
         in_flight.flows.retain(|_, f| f.expires() > now);
         if in_flight.flows.len() >= MAX_IN_FLIGHT {
-            return Err(page(
+            return Err(Box::new(page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too busy",
                 "<p>Too many connections are in progress. Try again in a few minutes.</p>",
-            ));
+            )));
         }
         in_flight.flows.insert(state.clone(), flow);
         Ok(state)
@@ -192,7 +193,7 @@ async fn open_link(
         expires: Instant::now() + LINK_LIFETIME,
     }) {
         Ok(state) => state,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let resource = format!("{}/mcp/{tenant}", connector.public_url);
     let to = login.authorization_url(
@@ -229,7 +230,10 @@ async fn login_returned(
     else {
         return expired();
     };
-    let Some(tenant_connect) = connector.tenants.get(&tenant).filter(|_| flow_tenant == tenant)
+    let Some(tenant_connect) = connector
+        .tenants
+        .get(&tenant)
+        .filter(|_| flow_tenant == tenant)
     else {
         return expired();
     };
@@ -310,7 +314,7 @@ async fn login_returned(
         expires: Instant::now() + LINK_LIFETIME,
     }) {
         Ok(state) => state,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let to = provider.authorization_url(
         &connector.redirect_uri(&tenant, "callback"),
@@ -389,7 +393,11 @@ async fn provider_returned(
     )
 }
 
-async fn store(connector: &Connector, key: &RecordKey, granted: oauth::Granted) -> Result<(), String> {
+async fn store(
+    connector: &Connector,
+    key: &RecordKey,
+    granted: oauth::Granted,
+) -> Result<(), String> {
     let vault = connector.vault.clone();
     let key = key.clone();
     let tokens = TokenSet {

@@ -89,7 +89,11 @@ impl UserTokens {
     /// Refresh `key`'s record, whose access token was `stale`, one refresh
     /// at a time: whoever waited for the lock finds the token changed and
     /// uses what the refresh before it stored.
-    async fn refresh(&self, key: &RecordKey, stale: &Secret) -> Result<Option<Secret>, DelegateError> {
+    async fn refresh(
+        &self,
+        key: &RecordKey,
+        stale: &Secret,
+    ) -> Result<Option<Secret>, DelegateError> {
         let slot = lock(&self.refreshing)
             .entry(key.clone())
             .or_default()
@@ -116,7 +120,8 @@ impl UserTokens {
             return Ok(Some(current.access_token));
         }
         let Some(refresh_token) = current.refresh_token.clone() else {
-            self.disconnect(key, "it expired and cannot be refreshed").await?;
+            self.disconnect(key, "it expired and cannot be refreshed")
+                .await?;
             return Ok(None);
         };
         let Some(client) = self

@@ -148,6 +148,9 @@ impl Tree {
     }
 }
 
+/// `(key, value)` pairs of raw bytes, in key order.
+pub type RawEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 impl Tree {
     /// The raw bytes at `key`.
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -171,7 +174,7 @@ impl Tree {
     }
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
-    pub fn scan_prefix_raw(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn scan_prefix_raw(&self, prefix: &[u8]) -> Result<RawEntries, StorageError> {
         self.tree
             .scan_prefix(prefix)
             .map(|entry| {

@@ -3,7 +3,7 @@
 //! (three sled trees). Every write is durable when it returns.
 
 use super::VaultError;
-use crate::storage::{Storage, Tree};
+use crate::storage::{RawEntries, Storage, Tree};
 
 /// Which collection a key lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,7 @@ pub trait VaultStore: Send + Sync + std::fmt::Debug {
         new: Option<&[u8]>,
     ) -> Result<bool, VaultError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError>;
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<RawEntries, VaultError>;
 }
 
 /// The vault's trees in the host's database.
@@ -92,11 +88,7 @@ impl VaultStore for StorageVaultStore {
         Ok(self.tree(space).compare_and_swap_raw(key, old, new)?)
     }
 
-    fn scan_prefix(
-        &self,
-        space: Space,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, VaultError> {
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<RawEntries, VaultError> {
         Ok(self.tree(space).scan_prefix_raw(prefix)?)
     }
 }
