@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, AuditSettings, CheckpointSigner};
 use crate::config::Config;
+use crate::config::{SecretSource, ServiceCredential, ServiceMode, VaultKeySource};
+use crate::connect::{self, Connector};
 use crate::delegate::{Broker, Delegate, Delegation};
 use crate::edge::{self, Edge};
 use crate::envelope::KeyRing;
@@ -22,8 +24,6 @@ use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use crate::vault::Vault;
-use crate::config::{SecretSource, ServiceCredential, ServiceMode, VaultKeySource};
-use crate::connect::{self, Connector};
 
 /// The longest an envelope can live: the largest tool timeout the
 /// configuration accepts. Retired signing keys stay published this long.
@@ -80,6 +80,7 @@ pub struct Host {
     storage: Storage,
     audit: Arc<AuditLog>,
     vault: Option<Arc<Vault>>,
+    data_dir: std::path::PathBuf,
 }
 
 /// Checkpoints of the audit trail are signed with the envelope key ring.
@@ -223,6 +224,7 @@ impl Host {
             storage,
             audit,
             vault,
+            data_dir: config.data_dir.clone(),
         })
     }
 
@@ -262,6 +264,20 @@ impl Host {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
         });
+        // Vault commands (`airlock vault …`) reach a running host here.
+        let admin_stop = CancellationToken::new();
+        let admin = self.vault.clone().map(|vault| {
+            let socket = crate::vault::admin::socket_path(&self.data_dir);
+            let stop = admin_stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::vault::admin::serve_admin(vault, socket, stop).await {
+                    tracing::error!(
+                        error = %e,
+                        "the vault admin socket is not served: `airlock vault` cannot reach this host"
+                    );
+                }
+            })
+        });
         let shutdown = self.shutdown.clone();
         let grace = self.grace;
         let stopping = async move {
@@ -274,10 +290,15 @@ impl Host {
                 shutdown.cancel();
             });
         };
-        axum::serve(listener, self.router)
+        let served = axum::serve(listener, self.router)
             .with_graceful_shutdown(stopping)
-            .await?;
+            .await;
         self.shutdown.cancel();
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        served?;
         // Every call has ended: write what is queued and the final checkpoints.
         self.audit.shutdown().await?;
         Ok(())
@@ -293,7 +314,9 @@ fn uses_vault(config: &Config) -> bool {
         || config.tenants.values().any(|t| {
             t.connect.is_some()
                 || !t.providers.is_empty()
-                || t.providers.values().any(|p| p.secret.as_ref().is_some_and(in_vault))
+                || t.providers
+                    .values()
+                    .any(|p| p.secret.as_ref().is_some_and(in_vault))
                 || t.services.values().any(|s| match &s.mode {
                     ServiceMode::Service(Some(ServiceCredential::Static { secret, .. })) => {
                         in_vault(secret)

@@ -619,3 +619,83 @@ async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
     assert!(found.is_empty(), "token bytes on disk: {found:?}");
     task.abort();
 }
+
+/// Key rotations through a running host's admin socket while calls that
+/// read the connected token keep coming: no call fails; then a disconnect
+/// makes the next call ask to connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_while_serving_fail_no_call_and_disconnect_asks_again() {
+    use airlock_host::vault::admin::{self, AdminRequest, AdminResponse};
+    let s = Setup::start().await;
+    connect(&s, "alice", "alice-cal").await;
+    let socket = admin::socket_path(s.server.data_dir());
+    let ask = |request: AdminRequest| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || admin::request(&socket, &request).expect("socket"))
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let s = &s;
+            async move {
+                let mut calls = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(
+                        owner(&call_stateless(s, "alice", url_capable()).await),
+                        "alice-cal"
+                    );
+                    calls += 1;
+                }
+                calls
+            }
+        })
+        .collect();
+    let rotations = async {
+        for round in 0..3 {
+            let rotated = ask(AdminRequest::RotateTenantKey {
+                tenant: "acme".into(),
+            })
+            .await
+            .expect("join");
+            assert!(
+                matches!(rotated, AdminResponse::TenantKeyRotated { resealed, .. } if resealed >= 1),
+                "round {round}: {rotated:?}"
+            );
+            let rotated = ask(AdminRequest::RotateMasterKey).await.expect("join");
+            assert!(
+                matches!(rotated, AdminResponse::MasterKeyRotated { .. }),
+                "round {round}: {rotated:?}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (calls, ()) = tokio::join!(futures_util::future::join_all(callers), rotations);
+    assert!(calls.iter().sum::<u32>() >= 4, "{calls:?}");
+
+    // Metadata only, then a disconnect: the next call asks to connect again.
+    let listed = ask(AdminRequest::List {
+        tenant: "acme".into(),
+        subject: Some("alice".into()),
+    })
+    .await
+    .expect("join");
+    let text = format!("{listed:?}");
+    assert!(
+        text.contains("calendar") && !text.contains(PLANTED),
+        "{text}"
+    );
+    let removed = ask(AdminRequest::Disconnect {
+        tenant: "acme".into(),
+        subject: "alice".into(),
+        provider: "calendar".into(),
+        issuer: None,
+    })
+    .await
+    .expect("join");
+    assert!(
+        matches!(removed, AdminResponse::Disconnected { .. }),
+        "{removed:?}"
+    );
+    elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
+}

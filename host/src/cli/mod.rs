@@ -43,8 +43,9 @@ enum Command {
         /// Where to listen (a loopback address).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Use the components echo.wasm, whoami.wasm, notes.wasm and
-        /// tickets.wasm in DIR instead of building the example tools from source.
+        /// Use the components echo.wasm, whoami.wasm, notes.wasm, tickets.wasm
+        /// and calendar.wasm in DIR instead of building the example tools from
+        /// source.
         #[arg(long, value_name = "DIR")]
         tools: Option<PathBuf>,
     },

@@ -155,9 +155,9 @@ pub(super) fn secret_or_none(
         (Some(var), None, None) if !var.is_empty() => Ok(Some(SecretSource::Env(var))),
         (None, Some(file), None) => Ok(Some(SecretSource::File(base.join(file)))),
         (None, None, Some(name)) if valid_secret_name(&name) => Ok(Some(SecretSource::Vault(name))),
-        (None, None, Some(_)) => {
-            Err("`secret_vault` names a vault secret: 1 to 64 letters, digits, `-`, `_`, `.`".into())
-        }
+        (None, None, Some(_)) => Err(
+            "`secret_vault` names a vault secret: 1 to 64 letters, digits, `-`, `_`, `.`".into(),
+        ),
         _ => Err("give exactly one of `secret_env`, `secret_file` or `secret_vault`".into()),
     }
 }

@@ -17,8 +17,8 @@ use super::{BoxFuture, Delegate, DelegateError, DelegateResponse, Delegation, Ou
 use crate::audit::{AuditLog, CallIdentity, DelegatedRequest, Entry};
 use crate::config::{Config, ServiceConfig, ServiceCredential, ServiceMode};
 use crate::connect::{Connector, UrlElicitation};
-use crate::vault::RecordKey;
 use crate::envelope::{DelegationMode, Envelope, KeyRing, RequestBinding};
+use crate::vault::RecordKey;
 
 /// The header carrying the signed envelope on every delegated request.
 pub const ENVELOPE_HEADER: &str = "airlock-envelope";
@@ -147,11 +147,13 @@ impl Broker {
                     }
                     ServiceMode::Service(Some(ServiceCredential::ClientCredentials(client))) => {
                         Credential::ClientCredentials(
-                            TokenClient::new(client.clone(), token_http.clone(), &from_vault).map_err(fail)?,
+                            TokenClient::new(client.clone(), token_http.clone(), &from_vault)
+                                .map_err(fail)?,
                         )
                     }
                     ServiceMode::OnBehalfOf(client) => Credential::Exchange(
-                        TokenClient::new(client.clone(), token_http.clone(), &from_vault).map_err(fail)?,
+                        TokenClient::new(client.clone(), token_http.clone(), &from_vault)
+                            .map_err(fail)?,
                     ),
                     ServiceMode::UserToken { provider } => Credential::UserToken {
                         provider: provider.clone(),
@@ -208,10 +210,7 @@ impl Broker {
             None => Err(DelegateError::NotGranted(format!(
                 "service `{name}` is not configured for this tenant"
             ))),
-            Some(service) => {
-                self.send(envelope, call, name, service, request)
-                    .await
-            }
+            Some(service) => self.send(envelope, call, name, service, request).await,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.record(
@@ -396,7 +395,10 @@ impl Broker {
                 return Ok(response);
             }
             refreshed = true;
-            token = connector.tokens().after_unauthorized(&key, &current).await?;
+            token = connector
+                .tokens()
+                .after_unauthorized(&key, &current)
+                .await?;
         }
     }
 
@@ -558,10 +560,7 @@ impl Delegate for CallDelegate {
         service: &'a str,
         request: OutboundRequest,
     ) -> BoxFuture<'a, Result<DelegateResponse, DelegateError>> {
-        Box::pin(
-            self.broker
-                .fetch(envelope, &self.state, service, request),
-        )
+        Box::pin(self.broker.fetch(envelope, &self.state, service, request))
     }
 
     fn refused<'a>(

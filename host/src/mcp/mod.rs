@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification,
-    ElicitRequest, ElicitRequestParams, ErrorCode, Implementation, InputRequest,
-    InputRequiredResult, InputRequests, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ElicitRequest, ElicitRequestParams, ErrorCode, Implementation, InputRequest, InputRequests,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
     ServerCapabilities, ServerConfig, ServerNotification, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
