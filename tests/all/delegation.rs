@@ -175,11 +175,23 @@ async fn world() -> World {
     let api_key = secrets.path().join("api-key");
     std::fs::write(&api_key, "the-api-key\n").unwrap();
     let client_secret = secrets.path().join("client-secret");
+    let vault_key = secrets.path().join("vault.key");
+    airlock_host::vault::MasterKey::create_file(&vault_key).unwrap();
     std::fs::write(&client_secret, "s3cret").unwrap();
     let port = svc.rsplit(':').next().unwrap();
     let tenant = format!(
-        r#"[tenants.acme]
+        r#"[vault]
+master_key_file = {vault_key:?}
+[tenants.acme]
 issuers = [{{ issuer = "{issuer_url}" }}]
+[tenants.acme.connect]
+client_id = "airlock-connect"
+authorization_endpoint = "{issuer_url}/authorize"
+token_endpoint = "{issuer_url}/token"
+[tenants.acme.providers.mail]
+authorization_endpoint = "https://mail.example/authorize"
+token_endpoint = "https://mail.example/token"
+client_id = "airlock"
 [tenants.acme.services.api]
 base_url = "{svc}/base"
 mode = "service"
@@ -373,7 +385,7 @@ async fn policy_refusals_are_specific_and_audited() {
         ),
         (
             json!({"service": "mail", "method": "GET", "path": "/inbox"}),
-            "error not-connected: connect your mail account",
+            "error not-connected: service `mail` needs the user's mail account",
         ),
         (
             json!({"service": "api", "method": "GET", "path": "/items/%2e%2e/admin"}),

@@ -36,9 +36,11 @@ pub(crate) fn files_containing(dir: &Path, needles: &[&str], found: &mut Vec<Str
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             files_containing(&path, needles, found);
-        } else {
+        } else if kind.is_file() {
+            // (Sockets such as the vault's admin socket hold no bytes.)
             let bytes = std::fs::read(&path).unwrap();
             for needle in needles {
                 if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {

@@ -319,4 +319,5 @@ impl Connector {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

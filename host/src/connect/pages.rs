@@ -172,12 +172,18 @@ async fn open_link(
         return expired();
     };
     let found = {
-        let in_flight = lock(&connector.in_flight);
-        in_flight
+        let mut in_flight = lock(&connector.in_flight);
+        let found = in_flight
             .pending
             .get(&id)
             .filter(|p| p.key.tenant == tenant && p.expires > Instant::now())
-            .is_some()
+            .is_some();
+        // One sign-in per link at a time: opening it again replaces the
+        // last one, so reopening a link cannot fill the flow table.
+        in_flight
+            .flows
+            .retain(|_, f| !matches!(f, Flow::Login { connect_id, .. } if *connect_id == id));
+        found
     };
     if !found {
         return expired();

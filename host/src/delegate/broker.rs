@@ -412,9 +412,12 @@ impl Broker {
     ) -> DelegateError {
         match connector.begin(key) {
             Ok(elicitation) => {
+                // The link goes to the user through the protocol, never to
+                // the tool or the audit trail.
                 let message = format!(
-                    "service `{name}` needs your {} account: connect it at {} and try again",
-                    key.provider, elicitation.url
+                    "service `{name}` needs the user's {} account, which is not connected; \
+                     the user is asked to connect it",
+                    key.provider
                 );
                 *call
                     .needs_connect
@@ -423,7 +426,7 @@ impl Broker {
                 DelegateError::NotConnected(message)
             }
             Err(why) => DelegateError::NotConnected(format!(
-                "service `{name}` needs your {} account, which cannot be connected now: {why}",
+                "service `{name}` needs the user's {} account, which cannot be connected now: {why}",
                 key.provider
             )),
         }
