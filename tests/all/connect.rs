@@ -699,3 +699,23 @@ async fn rotations_while_serving_fail_no_call_and_disconnect_asks_again() {
     );
     elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
 }
+
+/// The provider's client secret can live in the vault: stored beforehand
+/// (as `airlock vault put-secret` does), used to redeem the code, never on
+/// disk in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_client_secret_from_the_vault_redeems_the_code() {
+    let s = Setup::start_with_secret_in_vault().await;
+    connect(&s, "alice", "alice-cal").await;
+    assert_eq!(
+        owner(&call_stateless(&s, "alice", url_capable()).await),
+        "alice-cal"
+    );
+    let mut found = Vec::new();
+    crate::leaks::files_containing(
+        s.server.data_dir(),
+        &[airlock_tests::oauth::CLIENT_SECRET, PLANTED],
+        &mut found,
+    );
+    assert!(found.is_empty(), "secret bytes on disk: {found:?}");
+}

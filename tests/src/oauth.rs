@@ -424,8 +424,18 @@ pub struct ConnectSetup {
 }
 
 impl ConnectSetup {
-    /// Start it all.
+    /// Start it all; the provider's client secret is in a file.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Start it all with the provider's client secret in the vault (put
+    /// there before the host starts, as `airlock vault put-secret` does).
+    pub async fn start_with_secret_in_vault() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(secret_in_vault: bool) -> Self {
         let idp = TestIdp::start("").await;
         let login = LoginIssuer::start(&idp.issuer, idp.current_key(), "mcp").await;
         let provider = TestProvider::start().await;
@@ -442,7 +452,7 @@ impl ConnectSetup {
          [tenants.acme.connect]\nclient_id = \"airlock-connect\"\n\
          authorization_endpoint = \"{login}/authorize\"\ntoken_endpoint = \"{login}/token\"\n\
          [tenants.acme.providers.calendar]\nauthorization_endpoint = \"{p}/authorize\"\n\
-         token_endpoint = \"{p}/token\"\nclient_id = \"{CLIENT_ID}\"\nsecret_file = {secret:?}\n\
+         token_endpoint = \"{p}/token\"\nclient_id = \"{CLIENT_ID}\"\n{secret}\n\
          scopes = [\"calendar.read\"]\n\
          [tenants.acme.services.calendar]\nbase_url = \"{p}/api\"\nmode = \"user-token\"\n\
          provider = \"calendar\"\nallow_private = true\nmethods = [\"GET\", \"POST\"]\n\
@@ -452,9 +462,30 @@ impl ConnectSetup {
             iss = idp.issuer,
             login = login.url,
             p = provider.url,
-            secret = secret_file.display().to_string(),
+            secret = if secret_in_vault {
+                "secret_vault = \"calendar-client\"".to_string()
+            } else {
+                format!("secret_file = {:?}", secret_file.display().to_string())
+            },
         );
-        let server = TestServer::start_brokered(&rest).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        if secret_in_vault {
+            let storage =
+                airlock_host::storage::Storage::open(&data.path().join("db")).expect("storage");
+            let vault = airlock_host::vault::Vault::open(
+                &storage,
+                &airlock_host::config::VaultKeySource::File(key_file.clone()),
+            )
+            .expect("vault");
+            vault
+                .put_secret(
+                    "acme",
+                    "calendar-client",
+                    &airlock_host::delegate::Secret::new(CLIENT_SECRET.into()),
+                )
+                .expect("put secret");
+        }
+        let server = TestServer::start_brokered_in(data, &rest).await;
         ConnectSetup {
             idp,
             login,

@@ -39,12 +39,24 @@ impl TestServer {
         Self::start_inner(rest, None).await
     }
 
+    /// [`TestServer::start_brokered`] on a data directory prepared beforehand.
+    pub async fn start_brokered_in(data: tempfile::TempDir, rest: &str) -> Self {
+        Self::start_in(data, rest, None).await
+    }
+
     async fn start_inner(rest: &str, delegate: Option<Arc<dyn Delegate>>) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), rest, delegate).await
+    }
+
+    async fn start_in(
+        data: tempfile::TempDir,
+        rest: &str,
+        delegate: Option<Arc<dyn Delegate>>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let data = tempfile::tempdir().expect("tempdir");
         let url = format!("http://{addr}");
         let text = format!(
             "listen = \"{addr}\"\npublic_url = \"{url}\"\ndata_dir = {data:?}\n\
