@@ -1,5 +1,8 @@
 //! Assembling and running the host: configuration → sandbox → registry → MCP
-//! services → edge, served over HTTP with TCP_NODELAY and graceful shutdown.
+//! services → edge, served over HTTP with TCP_NODELAY and graceful shutdown
+//! (`listen`: the accept loop, connection cap, header-read and idle timeouts).
+
+mod listen;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -8,7 +11,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, AuditSettings, CheckpointSigner};
@@ -77,6 +79,7 @@ pub struct Host {
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    connections: listen::ConnectionLimits,
     storage: Storage,
     audit: Arc<AuditLog>,
     vault: Option<Arc<Vault>>,
@@ -201,6 +204,7 @@ impl Host {
             let settings = TransportSettings {
                 allowed_hosts: allowed_hosts(&config),
                 shutdown: shutdown.child_token(),
+                session_idle: config.server.sessions.idle,
             };
             services.insert(tenant.clone(), mcp::service(handler, settings));
         }
@@ -221,6 +225,11 @@ impl Host {
             router,
             shutdown,
             grace: config.server.request_timeout,
+            connections: listen::ConnectionLimits {
+                header_read_timeout: config.server.header_read_timeout,
+                idle_timeout: config.server.idle_timeout,
+                max_connections: config.server.max_connections,
+            },
             storage,
             audit,
             vault,
@@ -253,17 +262,14 @@ impl Host {
 
     /// Serve on `listener` until `signal` completes, then stop accepting, let
     /// in-flight requests finish (up to the request timeout) and close streams.
+    /// Connections are capped and closed when their request head is too slow
+    /// or they sit idle (`[server]` `max_connections`,
+    /// `header_read_timeout_ms`, `idle_timeout_ms`).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let listener = listener.tap_io(|tcp| {
-            // Streaming responses stall ~40 ms per request without this.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
         // Vault commands (`airlock vault …`) reach a running host here.
         let admin_stop = CancellationToken::new();
         let admin = self.vault.clone().map(|vault| {
@@ -290,9 +296,9 @@ impl Host {
                 shutdown.cancel();
             });
         };
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(stopping)
-            .await;
+        // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (the
+        // dev issuer limits client registrations per address).
+        let served = listen::serve(listener, self.router, self.connections, stopping).await;
         self.shutdown.cancel();
         admin_stop.cancel();
         if let Some(admin) = admin {

@@ -18,6 +18,8 @@ mod loading;
 mod mcp;
 mod memory;
 mod serve;
+mod sessions;
+mod slow;
 mod tidy;
 mod vault;
 mod wire;

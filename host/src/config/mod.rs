@@ -77,6 +77,12 @@ struct RawServer {
     queue_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     max_request_bytes: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_sessions: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+    session_idle_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +117,7 @@ struct RawIssuer {
     algorithms: Option<Vec<String>>,
     jwks_min_refresh_ms: Option<u64>,
     jwks_max_age_s: Option<u64>,
+    jwks_fetch_timeout_ms: Option<u64>,
     token_types: Option<Vec<String>>,
 }
 
@@ -179,6 +186,8 @@ pub struct IssuerConfig {
     pub jwks_min_refresh: Duration,
     /// Refetch keys at least this often.
     pub jwks_max_age: Duration,
+    /// Longest a key fetch (discovery and JWKS together) may take.
+    pub jwks_fetch_timeout: Duration,
     /// JOSE `typ` values accepted on its access tokens (compared without
     /// case); a token without `typ` is always accepted.
     pub token_types: Vec<String>,
@@ -221,6 +230,28 @@ pub struct TenantConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
+/// How many legacy sessions there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Live sessions per user (tenant, issuer, subject, client); over it the
+    /// user's least recently used session ends.
+    pub per_user: usize,
+    /// Live sessions in total; over it `initialize` is refused.
+    pub total: usize,
+    /// A session unused this long has ended.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            per_user: 32,
+            total: 10_000,
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Host-wide server settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -234,6 +265,16 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Largest request body.
     pub max_request_bytes: usize,
+    /// How long a connection may take to send a request's head, counted from
+    /// its opening or from the first byte after its previous request.
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight and
+    /// nothing read or written.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// Caps on legacy (2025-11-25) sessions.
+    pub sessions: SessionLimits,
 }
 
 /// The validated configuration.
@@ -342,7 +383,43 @@ impl Config {
                 .map_or(defaults.queue_timeout, Duration::from_millis),
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms.unwrap_or(30_000)),
             max_request_bytes: raw.server.max_request_bytes.unwrap_or(4 * 1024 * 1024),
+            header_read_timeout: Duration::from_millis(
+                raw.server.header_read_timeout_ms.unwrap_or(10_000),
+            ),
+            idle_timeout: Duration::from_millis(raw.server.idle_timeout_ms.unwrap_or(60_000)),
+            max_connections: raw.server.max_connections.unwrap_or(1024),
+            sessions: SessionLimits {
+                per_user: raw
+                    .server
+                    .max_sessions_per_user
+                    .unwrap_or(SessionLimits::default().per_user),
+                total: raw
+                    .server
+                    .max_sessions
+                    .unwrap_or(SessionLimits::default().total),
+                idle: raw
+                    .server
+                    .session_idle_timeout_s
+                    .map_or(SessionLimits::default().idle, Duration::from_secs),
+            },
         };
+        if !(1..=1_000_000).contains(&server.sessions.total)
+            || !(1..=server.sessions.total).contains(&server.sessions.per_user)
+        {
+            return Err(invalid(
+                "server.max_sessions".into(),
+                "max_sessions must be 1 to 1,000,000 and max_sessions_per_user 1 to max_sessions"
+                    .into(),
+            ));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(7 * 24 * 3600))
+            .contains(&server.sessions.idle)
+        {
+            return Err(invalid(
+                "server.session_idle_timeout_s".into(),
+                "must be between 10 seconds and 7 days".into(),
+            ));
+        }
         if !(1..=4096).contains(&server.max_concurrent_calls) {
             return Err(invalid(
                 "server.max_concurrent_calls".into(),
@@ -367,6 +444,23 @@ impl Config {
             return Err(invalid(
                 "server.max_request_bytes".into(),
                 "must be between 1 KiB and 256 MiB".into(),
+            ));
+        }
+        for (key, value) in [
+            ("server.header_read_timeout_ms", server.header_read_timeout),
+            ("server.idle_timeout_ms", server.idle_timeout),
+        ] {
+            if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(invalid(
+                    key.into(),
+                    "must be between 10 ms and one hour".into(),
+                ));
+            }
+        }
+        if !(1..=65_536).contains(&server.max_connections) {
+            return Err(invalid(
+                "server.max_connections".into(),
+                "must be between 1 and 65536".into(),
             ));
         }
 
@@ -423,6 +517,13 @@ impl Config {
                         out
                     }
                 };
+                let jwks_fetch_timeout_ms = raw_issuer.jwks_fetch_timeout_ms.unwrap_or(5_000);
+                if !(100..=60_000).contains(&jwks_fetch_timeout_ms) {
+                    return Err(invalid(
+                        ikey("jwks_fetch_timeout_ms"),
+                        "must be between 100 ms and one minute".into(),
+                    ));
+                }
                 issuers.push(IssuerConfig {
                     issuer: raw_issuer.issuer,
                     jwks_uri: raw_issuer.jwks_uri,
@@ -431,6 +532,7 @@ impl Config {
                         raw_issuer.jwks_min_refresh_ms.unwrap_or(10_000),
                     ),
                     jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
+                    jwks_fetch_timeout: Duration::from_millis(jwks_fetch_timeout_ms),
                     token_types: match raw_issuer.token_types {
                         None => DEFAULT_TOKEN_TYPES.iter().map(|t| t.to_string()).collect(),
                         Some(types) => {
@@ -560,7 +662,7 @@ impl Config {
                             format!("tenants.{id}.issuers[{i}]"),
                             format!(
                                 "issuer {} is also trusted by tenant `{other}` with other settings \
-                                 (jwks_uri, algorithms or refresh); give both the same settings",
+                                 (jwks_uri, algorithms, token types, refresh or fetch timeout); give both the same settings",
                                 issuer.issuer
                             ),
                         ));

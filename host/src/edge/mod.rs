@@ -27,6 +27,14 @@ use crate::config::Config;
 use auth::Challenge;
 use jwks::KeyCache;
 use sessions::SessionBindings;
+pub use sessions::SessionLimits;
+
+/// Ends legacy sessions in the protocol layer (implemented by `mcp`): the
+/// edge ends the sessions its caps push out.
+pub trait SessionControl: Send + Sync + 'static {
+    /// End session `id` (a no-op when it already ended).
+    fn close(&self, id: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
 
 /// The header carrying a legacy (2025-11-25) MCP session id.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -59,8 +67,8 @@ impl Edge {
             .collect::<Vec<_>>();
         Ok(Edge {
             keys: KeyCache::new(issuers).map_err(EdgeError)?,
+            sessions: SessionBindings::new(config.server.sessions),
             config,
-            sessions: SessionBindings::default(),
         })
     }
 }
@@ -95,10 +103,12 @@ struct TenantEdge {
     metadata: String,
     /// Its required scopes, space separated, for challenges.
     scope: String,
+    /// Ends its legacy sessions.
+    sessions: Arc<dyn SessionControl>,
 }
 
 impl TenantEdge {
-    fn new(config: &Config, id: &str) -> Self {
+    fn new(config: &Config, id: &str, sessions: Arc<dyn SessionControl>) -> Self {
         let scope = config
             .tenants
             .get(id)
@@ -112,17 +122,22 @@ impl TenantEdge {
                 config.public_url
             ),
             scope,
+            sessions,
         }
     }
 }
 
 /// Build the router: `/mcp/{tenant}` for each tenant, served by `mcp_services`
-/// (one per tenant), behind authentication; and the metadata documents.
-pub fn router(edge: Arc<Edge>, mcp_services: BTreeMap<String, Router>) -> Router {
+/// (one per tenant, with the control that ends its sessions), behind
+/// authentication; and the metadata documents.
+pub fn router(
+    edge: Arc<Edge>,
+    mcp_services: BTreeMap<String, (Router, Arc<dyn SessionControl>)>,
+) -> Router {
     let mut app = Router::new();
     let cors = mcp_cors(&edge.config);
-    for (tenant, service) in mcp_services {
-        let tenant_edge = Arc::new(TenantEdge::new(&edge.config, &tenant));
+    for (tenant, (service, sessions)) in mcp_services {
+        let tenant_edge = Arc::new(TenantEdge::new(&edge.config, &tenant, sessions));
         let guarded = service
             .layer(middleware::from_fn_with_state(
                 (edge.clone(), tenant_edge),
@@ -136,6 +151,38 @@ pub fn router(edge: Arc<Edge>, mcp_services: BTreeMap<String, Router>) -> Router
         get(protected_resource_metadata).layer(public_cors()),
     )
     .with_state(edge)
+}
+
+/// The JSON-RPC id of `body` if it is an `initialize` request.
+fn initialize_id(body: &[u8]) -> Option<serde_json::Value> {
+    let message: serde_json::Value = serde_json::from_slice(body).ok()?;
+    (message.get("method")?.as_str()? == "initialize").then(|| {
+        message
+            .get("id")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    })
+}
+
+/// 503 with `Retry-After` and a JSON-RPC error answering request `id`.
+fn too_many_sessions(id: serde_json::Value) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": -32000,
+            "message": "the server has too many open sessions; try again later",
+        },
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, "30"),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// CORS for public documents: any origin may read them, without credentials.
@@ -164,6 +211,7 @@ fn mcp_cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("mcp-protocol-version"),
             HeaderName::from_static(trace::TRACEPARENT),
             header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
         ])
 }
 
@@ -253,6 +301,23 @@ async fn guard(
     {
         return (StatusCode::NOT_FOUND, "session not found").into_response();
     }
+    // At the total cap, a new legacy session is refused (an `initialize`
+    // without a session); other requests go on.
+    if session.is_none()
+        && request.method() == axum::http::Method::POST
+        && !edge.sessions.has_room()
+    {
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, edge.config.server.max_request_bytes).await {
+            Ok(bytes) => bytes,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+        if let Some(id) = initialize_id(&bytes) {
+            tracing::warn!(tenant = %tenant.id, "legacy session refused: the host's session cap is reached");
+            return too_many_sessions(id);
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
     let is_delete = request.method() == axum::http::Method::DELETE;
     let trace = TraceContext::from_headers(request.headers());
     request.extensions_mut().insert(principal.clone());
@@ -274,7 +339,9 @@ async fn guard(
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
     {
-        edge.sessions.bind(created, &principal);
+        for ended in edge.sessions.bind(created, &principal) {
+            tokio::spawn(tenant.sessions.close(ended));
+        }
     }
     // A binding ends only when its session really ended.
     if is_delete

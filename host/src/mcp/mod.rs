@@ -15,7 +15,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
-use crate::edge::{HostSession, Principal, TraceContext};
+use crate::edge::{HostSession, Principal, SessionControl, TraceContext};
 use crate::invoke::{Call, InvokeError, TenantInvoker, UrlElicitation};
 use crate::registry::InstalledTool;
 use crate::sandbox::Content;
@@ -267,18 +267,39 @@ pub struct TransportSettings {
     pub allowed_hosts: Vec<String>,
     /// Cancelled on shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// A legacy session with no activity this long ends.
+    pub session_idle: std::time::Duration,
 }
 
-/// The Streamable HTTP service for one tenant, as an axum router.
-pub fn service(handler: McpHandler, settings: TransportSettings) -> axum::Router {
+/// Ends sessions of one tenant's session manager.
+struct Sessions(Arc<LocalSessionManager>);
+
+impl SessionControl for Sessions {
+    fn close(&self, id: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        use rmcp::transport::streamable_http_server::session::SessionManager;
+        let manager = self.0.clone();
+        Box::pin(async move {
+            let _ = manager.close_session(&id.into()).await;
+        })
+    }
+}
+
+/// The Streamable HTTP service for one tenant, as an axum router, and the
+/// control that ends its legacy sessions.
+pub fn service(
+    handler: McpHandler,
+    settings: TransportSettings,
+) -> (axum::Router, Arc<dyn SessionControl>) {
     let mut config = StreamableHttpServerConfig::default();
     config.legacy_session_mode = true;
     config.allowed_hosts = settings.allowed_hosts;
     config.cancellation_token = settings.shutdown;
-    let service = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    axum::Router::new().fallback_service(service)
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(settings.session_idle);
+    let manager = Arc::new(manager);
+    let service = StreamableHttpService::new(move || Ok(handler.clone()), manager.clone(), config);
+    (
+        axum::Router::new().fallback_service(service),
+        Arc::new(Sessions(manager)),
+    )
 }
