@@ -197,10 +197,11 @@ impl TenantInvoker {
     }
 
     /// Run `done` when the user completes elicitation `id` (for clients
-    /// that wait for a completion notification).
-    pub fn on_elicitation_complete(&self, id: &str, done: Box<dyn FnOnce() + Send>) {
+    /// that wait for a completion notification); `waiter` names who waits
+    /// (a session), which waits once however often it retried.
+    pub fn on_elicitation_complete(&self, id: &str, waiter: &str, done: Box<dyn FnOnce() + Send>) {
         if let Some(connector) = &self.shared.connector {
-            connector.watch(id, done);
+            connector.watch(id, waiter, done);
         }
     }
 }

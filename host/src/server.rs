@@ -143,7 +143,7 @@ impl Host {
         delegate: Option<Arc<dyn Delegate>>,
     ) -> Result<Self, ServeError> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        create_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
@@ -309,6 +309,29 @@ impl Host {
         self.audit.shutdown().await?;
         Ok(())
     }
+}
+
+/// Create the data directory owner-only (0700) if missing; warn if an
+/// existing one lets others write in it (they could replace its sockets).
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        } else if std::fs::metadata(dir)?.permissions().mode() & 0o022 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the data directory is writable by other users; make it 0700"
+            );
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 /// Whether the configuration needs the vault: accounts to connect, a secret

@@ -5,17 +5,16 @@
 //! sandbox whose delegate attaches a Demo Calendar token as the host will.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_host::delegate::{
     BoxFuture, Delegate, DelegateError, DelegateResponse, OutboundRequest,
 };
-use airlock_host::dev::{CalendarHooks, DevOptions, DevServer};
 use airlock_host::envelope::Envelope;
 use airlock_host::sandbox::{CallError, ToolErrorKind};
 use airlock_tests::client::{connect, tool_names};
+use airlock_tests::dev::Dev;
 use airlock_tests::{TestHost, envelope, guests};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -23,49 +22,25 @@ use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-struct Dev {
-    url: String,
-    data: tempfile::TempDir,
-    hooks: CalendarHooks,
-    task: tokio::task::JoinHandle<()>,
-}
+/// `airlock dev`, driven at its Demo Calendar.
+struct DevCalendar(Dev);
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for DevCalendar {
+    type Target = Dev;
+
+    fn deref(&self) -> &Dev {
+        &self.0
     }
 }
 
-async fn start_dev() -> Dev {
-    let data = tempfile::tempdir().expect("tempdir");
-    let tools = Path::new(guests::CALENDAR)
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    let mut out = Vec::new();
-    let server = DevServer::start(
-        DevOptions {
-            data: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tools: Some(tools),
-        },
-        &mut out,
-    )
-    .await
-    .expect("airlock dev starts");
-    let url = server.url.clone();
-    let banner = server.banner(data.path());
-    assert!(banner.contains(&format!("{url}/dev/calendar")), "{banner}");
-    let hooks = server.calendar();
-    let task = tokio::spawn(async move {
-        let _ = server.serve(std::future::pending()).await;
-    });
-    Dev {
-        url,
-        data,
-        hooks,
-        task,
-    }
+async fn start_dev() -> DevCalendar {
+    let dev = Dev::start().await;
+    let banner = &dev.banner;
+    assert!(
+        banner.contains(&format!("{}/dev/calendar", dev.url)),
+        "{banner}"
+    );
+    DevCalendar(dev)
 }
 
 fn http() -> reqwest::Client {
@@ -101,31 +76,18 @@ fn redirect_query(response: &reqwest::Response) -> (String, HashMap<String, Stri
     (base.to_string(), query)
 }
 
-impl Dev {
+impl DevCalendar {
     fn calendar(&self) -> String {
         format!("{}/dev/calendar", self.url)
     }
 
     fn callback(&self, tenant: &str) -> String {
-        format!("{}/connect/{tenant}/callback", self.url)
+        format!("{}/connect/{tenant}/callback/calendar", self.url)
     }
 
+    /// The tenant's client secret at the Demo Calendar.
     fn secret(&self, tenant: &str) -> String {
-        let path = self
-            .data
-            .path()
-            .join("dev")
-            .join(format!("calendar-{tenant}.secret"));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)
-                .expect("secret")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
-        }
-        std::fs::read_to_string(path).expect("secret")
+        self.0.secret(&format!("calendar-{tenant}.secret"))
     }
 
     /// GET the authorize endpoint for acme's client with `challenge` and `extra`.

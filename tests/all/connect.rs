@@ -25,9 +25,14 @@ fn messages(body: &str) -> Vec<Value> {
 
 /// A stateless (2026-07-28) `tools/call` declaring `capabilities`.
 async fn call_stateless(s: &Setup, user: &str, capabilities: Value) -> Value {
+    call_at(&s.server.endpoint("acme"), &s.token(user), capabilities).await
+}
+
+/// A stateless `tools/call` of `list_events` at `endpoint` with `token`.
+async fn call_at(endpoint: &str, token: &str, capabilities: Value) -> Value {
     let body = reqwest::Client::new()
-        .post(s.server.endpoint("acme"))
-        .bearer_auth(s.token(user))
+        .post(endpoint)
+        .bearer_auth(token)
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
@@ -197,17 +202,21 @@ async fn the_legacy_era_answers_url_elicitation_required_and_notifies_completion
     post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         .await
         .expect("initialized");
-    let body = post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                           "params": {"name": "list_events", "arguments": {}}}))
-    .await
-    .expect("call")
-    .text()
-    .await
-    .expect("body");
-    let response = messages(&body)
-        .into_iter()
-        .find(|m| m["id"] == 2)
-        .unwrap_or_else(|| panic!("{body}"));
+    // A `tools/call` of `list_events` in the session: the response to `id`.
+    let call = async |id: u64| {
+        let body = post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                               "params": {"name": "list_events", "arguments": {}}}))
+        .await
+        .expect("call")
+        .text()
+        .await
+        .expect("body");
+        messages(&body)
+            .into_iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{body}"))
+    };
+    let response = call(2).await;
     assert_eq!(response["error"]["code"], -32042, "{response}");
     let elicitation = &response["error"]["data"]["elicitations"][0];
     assert_eq!(elicitation["mode"], "url", "{response}");
@@ -252,18 +261,7 @@ async fn the_legacy_era_answers_url_elicitation_required_and_notifies_completion
     })
     .await;
     assert_eq!(notified, Ok(true), "{seen}");
-    let body = post(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                           "params": {"name": "list_events", "arguments": {}}}))
-    .await
-    .expect("retry")
-    .text()
-    .await
-    .expect("body");
-    let response = messages(&body)
-        .into_iter()
-        .find(|m| m["id"] == 3)
-        .unwrap_or_else(|| panic!("{body}"));
-    assert_eq!(owner(&response), "alice-cal");
+    assert_eq!(owner(&call(3).await), "alice-cal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,53 +465,12 @@ fn connected_tokens_reach_no_log_line_file_or_response() {
 /// issuer's login page and the Demo Calendar's consent page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
-    use airlock_host::dev::{DevOptions, DevServer};
-    let data = tempfile::tempdir().expect("tempdir");
-    let tools = std::path::Path::new(airlock_tests::guests::CALENDAR)
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    let mut out = Vec::new();
-    let server = DevServer::start(
-        DevOptions {
-            data: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tools: Some(tools),
-        },
-        &mut out,
-    )
-    .await
-    .expect("airlock dev starts");
-    let url = server.url.clone();
-    let task = tokio::spawn(async move {
-        let _ = server.serve(std::future::pending()).await;
-    });
+    let dev = airlock_tests::dev::Dev::start().await;
+    let (url, data) = (&dev.url, &dev.data);
     let endpoint = format!("{url}/mcp/acme");
     let call = async |user: &str| {
         let token = airlock_host::dev::token(data.path(), "acme", user, &[]).expect("a dev token");
-        let body = reqwest::Client::new()
-            .post(&endpoint)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "list_events")
-            .json(&json!({
-                "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                "params": {"name": "list_events", "arguments": {},
-                  "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                            "io.modelcontextprotocol/clientCapabilities": url_capable()}}
-            }))
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("body");
-        messages(&body)
-            .into_iter()
-            .find(|m| m["id"] == 7)
-            .unwrap_or_else(|| panic!("{body}"))
+        call_at(&endpoint, &token, url_capable()).await
     };
     // A browser that logs in as `user` and consents as `user`.
     let connect_as = async |link: &str, user: &str| {
@@ -549,6 +506,9 @@ async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
                     .find_map(|a| a.trim().strip_prefix("Path="))
                     .unwrap_or("/")
                     .to_string();
+                // Like a browser: a cookie set again replaces the old one.
+                let name = pair.split('=').next().unwrap_or_default().to_string();
+                cookies.retain(|(p, c)| !(p == &scope && c.starts_with(&format!("{name}="))));
                 cookies.push((scope, pair));
             }
             let status = response.status().as_u16();
@@ -563,13 +523,20 @@ async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
             }
             let html = response.text().await.expect("html");
             if path.ends_with("/dev/acme/authorize") && status == 200 {
-                // The dev issuer's login page: pick the user.
+                // The dev issuer's login page: pick the user, sending the
+                // form's one-time token (and the page's cookie, above).
                 let mut form: Vec<(String, String)> = url::Url::parse(&at)
                     .expect("url")
                     .query_pairs()
                     .into_owned()
                     .collect();
                 form.push(("user".into(), user.into()));
+                let form_token = html
+                    .split("name=\"form_token\" value=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .expect("the login form's token");
+                form.push(("form_token".into(), form_token.into()));
                 next = (reqwest::Method::POST, at.clone(), form);
             } else if path.ends_with("/dev/calendar/authorize") && status == 200 {
                 // The provider's consent page.
@@ -617,7 +584,6 @@ async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
     let mut found = Vec::new();
     crate::leaks::files_containing(data.path(), &["cal_at_", "cal_rt_"], &mut found);
     assert!(found.is_empty(), "token bytes on disk: {found:?}");
-    task.abort();
 }
 
 /// Key rotations through a running host's admin socket while calls that
@@ -718,4 +684,164 @@ async fn a_provider_client_secret_from_the_vault_redeems_the_code() {
         &mut found,
     );
     assert!(found.is_empty(), "secret bytes on disk: {found:?}");
+}
+
+/// Only `invalid_grant` disconnects: a provider refusing the client (a
+/// rotated client secret) is an outage, not a reason to drop every user's
+/// account; and an API that always answers 401 forces at most one refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_failures_other_than_invalid_grant_keep_the_account() {
+    let s = Setup::start().await;
+    connect(&s, "alice", "alice-cal").await;
+    s.provider.revoke_access_tokens();
+    s.provider.fail_refreshes_with(Some("invalid_client"));
+    let response = call_stateless(&s, "alice", url_capable()).await;
+    assert_eq!(response["result"]["isError"], true, "{response}");
+    s.provider.fail_refreshes_with(None);
+    // Still connected: the next refresh works and the call succeeds.
+    assert_eq!(
+        owner(&call_stateless(&s, "alice", url_capable()).await),
+        "alice-cal"
+    );
+    let refreshes = s.provider.refreshes();
+
+    // A path that always answers 401 (as a hostile tool might pick): one
+    // refresh, then the 401 goes to the tool; the account stays.
+    s.provider.always_unauthorized(true);
+    for _ in 0..5 {
+        let response = call_stateless(&s, "alice", url_capable()).await;
+        assert_eq!(response["result"]["isError"], true, "{response}");
+    }
+    assert!(
+        s.provider.refreshes() <= refreshes + 1,
+        "{} refreshes for five 401s",
+        s.provider.refreshes() - refreshes
+    );
+    s.provider.always_unauthorized(false);
+    assert_eq!(
+        owner(&call_stateless(&s, "alice", url_capable()).await),
+        "alice-cal"
+    );
+}
+
+/// A code can only come back to its own provider's redirect URI, a browser
+/// presenting two connect cookies is refused, and a client that declined
+/// the elicitation is not asked again in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_return_only_to_their_provider_and_planted_cookies_are_refused() {
+    let s = Setup::start().await;
+    let (url, elicitation_id) = elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
+    s.login.login_as("alice");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get("location")
+            .map(|l| l.to_str().expect("location").to_string())
+    };
+    let first = http.get(&url).send().await.expect("open");
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let to_issuer = location(&first).expect("to the issuer");
+    let back = location(&http.get(&to_issuer).send().await.expect("issuer")).expect("back");
+    // A second, planted cookie: refused.
+    let planted = format!("{cookie}; airlock_connect={}", "p".repeat(43));
+    let refused = http
+        .get(&back)
+        .header("cookie", planted)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(refused.status(), 400);
+
+    // Again, properly, up to the provider's answer.
+    let first = http
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("open");
+    assert!(
+        first
+            .headers()
+            .get("set-cookie")
+            .is_some_and(|c| c.to_str().expect("cookie").starts_with(&cookie)),
+        "a browser in a flow keeps its cookie"
+    );
+    let back = location(
+        &http
+            .get(location(&first).expect("to issuer"))
+            .send()
+            .await
+            .expect("issuer"),
+    )
+    .expect("back");
+    let to_provider = location(
+        &http
+            .get(&back)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("login"),
+    )
+    .expect("to provider");
+    assert!(to_provider.contains("callback%2Fcalendar"), "{to_provider}");
+    let callback =
+        location(&http.get(&to_provider).send().await.expect("provider")).expect("callback");
+    assert!(
+        callback.contains("/connect/acme/callback/calendar?"),
+        "{callback}"
+    );
+    // The same code and state at another provider's redirect URI: refused
+    // (and the state is spent).
+    let mixed = callback.replace("/callback/calendar?", "/callback/other?");
+    let refused = http
+        .get(&mixed)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("mixed");
+    assert_eq!(refused.status(), 400);
+    let spent = http
+        .get(&callback)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(spent.status(), 400);
+
+    // A 2026-07-28 retry reporting that the user declined: a tool error, not
+    // another round.
+    let body = reqwest::Client::new()
+        .post(s.server.endpoint("acme"))
+        .bearer_auth(s.token("alice"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "list_events")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "list_events", "arguments": {},
+              "inputResponses": {elicitation_id: {"action": "decline"}},
+              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities": url_capable()}}
+        }))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    let response = messages(&body)
+        .into_iter()
+        .find(|m| m["id"] == 7)
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(response["result"]["isError"], true, "{response}");
 }

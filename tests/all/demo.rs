@@ -5,14 +5,12 @@
 //! `notes` and `tickets` components, run in a sandbox whose delegate does the
 //! same, against the same APIs.
 
-use std::path::Path;
 use std::time::Duration;
 
-use airlock_host::dev::{DevOptions, DevServer};
 use airlock_host::envelope::{
     ActorKind, Delegation, DelegationMode, Envelope, EnvelopeClaims, KeyRing, RequestBinding,
 };
-use airlock_tests::guests;
+use airlock_tests::dev::Dev;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -20,48 +18,25 @@ use serde_json::{Value, json};
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-struct Dev {
-    url: String,
-    data: tempfile::TempDir,
+/// `airlock dev`, which loads every example tool (tickets too), and the key
+/// ring it signs envelopes with.
+struct Demo {
+    dev: Dev,
     ring: KeyRing,
-    task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for Demo {
+    type Target = Dev;
+
+    fn deref(&self) -> &Dev {
+        &self.dev
     }
 }
 
-async fn start_dev() -> Dev {
-    let data = tempfile::tempdir().expect("tempdir");
-    // The dev host loads every example tool from this directory, tickets too.
-    let tools = Path::new(guests::TICKETS)
-        .parent()
-        .expect("dir")
-        .to_path_buf();
-    let mut out = Vec::new();
-    let server = DevServer::start(
-        DevOptions {
-            data: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tools: Some(tools),
-        },
-        &mut out,
-    )
-    .await
-    .expect("airlock dev starts");
-    let url = server.url.clone();
-    let task = tokio::spawn(async move {
-        let _ = server.serve(std::future::pending()).await;
-    });
-    let ring = KeyRing::open(&KeyRing::dir_in(data.path())).expect("the dev host's key ring");
-    Dev {
-        url,
-        data,
-        ring,
-        task,
-    }
+async fn start_dev() -> Demo {
+    let dev = Dev::start().await;
+    let ring = dev.key_ring();
+    Demo { dev, ring }
 }
 
 /// Who an envelope acts for.
@@ -72,27 +47,13 @@ struct Actor<'a> {
     subject: &'a str,
 }
 
-impl Dev {
+impl Demo {
     fn api(&self, name: &str) -> String {
         format!("{}/demo/{name}", self.url)
     }
 
     fn issuer(&self, tenant: &str) -> String {
         format!("{}/dev/{tenant}", self.url)
-    }
-
-    fn secret(&self, file: &str) -> String {
-        let path = self.data.path().join("dev").join(file);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)
-                .expect("secret")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
-        }
-        std::fs::read_to_string(path).expect("secret")
     }
 
     fn notes_key(&self) -> String {

@@ -1,57 +1,33 @@
 //! `airlock dev` as a user meets it: the full OAuth login flow against the
 //! development authorization server driven by an HTTP client (discover,
 //! register, authorize, log in, code, token with `resource`, call a tool),
-//! refresh tokens, and `airlock token`.
+//! refresh tokens, and `airlock token`; and what keeps other web pages in the
+//! developer's browser from taking tokens: the login form's one-time token
+//! and cookie, no framing, CORS only where needed, registration limits, and
+//! refresh-token reuse revoking the grant.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use airlock_host::dev::{DevOptions, DevServer};
 use airlock_tests::client::{connect, tool_names};
-use airlock_tests::guests;
+use airlock_tests::dev::Dev;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-struct Dev {
-    url: String,
-    data: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn start_dev() -> Dev {
-    let data = tempfile::tempdir().expect("tempdir");
-    let tools = Path::new(guests::ECHO).parent().expect("dir").to_path_buf();
-    let mut out = Vec::new();
-    let server = DevServer::start(
-        DevOptions {
-            data: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tools: Some(tools),
-        },
-        &mut out,
-    )
-    .await
-    .expect("airlock dev starts");
-    let url = server.url.clone();
-    let banner = server.banner(data.path());
-    assert!(banner.contains(&format!("{url}/mcp/acme")), "{banner}");
+    let dev = Dev::start().await;
+    let banner = &dev.banner;
+    assert!(
+        banner.contains(&format!("{}/mcp/acme", dev.url)),
+        "{banner}"
+    );
     assert!(
         banner.contains("npx @modelcontextprotocol/inspector"),
         "{banner}"
     );
-    let task = tokio::spawn(async move {
-        let _ = server.serve(std::future::pending()).await;
-    });
-    Dev { url, data, task }
+    dev
 }
 
 fn http() -> reqwest::Client {
@@ -130,6 +106,68 @@ fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
+/// A login page as a browser receives it.
+struct LoginPage {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    html: String,
+    /// Its form's one-time token.
+    form_token: String,
+    /// `name=value` of the browser cookie it set.
+    cookie: String,
+}
+
+/// Open the login page of the authorization request `params`.
+async fn login_page(endpoint: &str, params: &[(&str, &str)]) -> LoginPage {
+    let page = http()
+        .get(endpoint)
+        .query(params)
+        .send()
+        .await
+        .expect("authorize");
+    let status = page.status().as_u16();
+    let headers = page.headers().clone();
+    let html = page.text().await.expect("html");
+    let form_token = html
+        .split("name=\"form_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    LoginPage {
+        status,
+        headers,
+        html,
+        form_token,
+        cookie,
+    }
+}
+
+/// Submit the login form of `params` as `user`, with the form token and the
+/// cookie given.
+async fn submit(
+    endpoint: &str,
+    params: &[(&str, &str)],
+    user: &str,
+    form_token: Option<&str>,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut form: Vec<(&str, &str)> = params.to_vec();
+    form.push(("user", user));
+    form.extend(form_token.map(|t| ("form_token", t)));
+    let mut request = http().post(endpoint).form(&form);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.expect("log in")
+}
+
 /// Authorize and log in as `user`; returns the redirect's query.
 async fn log_in(
     meta: &Value,
@@ -148,23 +186,18 @@ async fn log_in(
         ("resource", resource),
     ];
     let endpoint = meta["authorization_endpoint"].as_str().expect("authorize");
-    let page = http()
-        .get(endpoint)
-        .query(&params)
-        .send()
-        .await
-        .expect("authorize");
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.expect("html");
+    let page = login_page(endpoint, &params).await;
+    assert_eq!(page.status, 200);
+    let html = &page.html;
     assert!(html.contains("alice") && html.contains("bob"), "{html}");
-    let mut form: Vec<(&str, &str)> = params.to_vec();
-    form.push(("user", user));
-    let response = http()
-        .post(endpoint)
-        .form(&form)
-        .send()
-        .await
-        .expect("log in");
+    let response = submit(
+        endpoint,
+        &params,
+        user,
+        Some(&page.form_token),
+        Some(&page.cookie),
+    )
+    .await;
     assert!(response.status().is_redirection(), "{}", response.status());
     let location = response.headers()["location"].to_str().expect("location");
     assert!(location.starts_with(REDIRECT), "{location}");
@@ -393,7 +426,7 @@ async fn airlock_token_mints_tokens_for_its_own_tenant_only() {
 }
 
 #[tokio::test]
-async fn a_login_hint_naming_a_demo_user_skips_the_page() {
+async fn a_login_hint_naming_a_demo_user_only_preselects_it() {
     let dev = start_dev().await;
     let meta = discover(&dev).await;
     let client_id = register(&meta).await;
@@ -402,30 +435,38 @@ async fn a_login_hint_naming_a_demo_user_skips_the_page() {
     let endpoint = meta["authorization_endpoint"].as_str().expect("authorize");
     let params = |hint: &'static str| {
         [
-            ("response_type", "code".to_string()),
-            ("client_id", client_id.clone()),
-            ("redirect_uri", REDIRECT.to_string()),
-            ("code_challenge", challenge.clone()),
-            ("code_challenge_method", "S256".to_string()),
-            ("resource", resource.clone()),
-            ("login_hint", hint.to_string()),
+            ("response_type", "code"),
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("resource", resource.as_str()),
+            ("login_hint", hint),
         ]
     };
-    // Not a demo user of this tenant: the page is shown.
-    let page = http()
-        .get(endpoint)
-        .query(&params("carol"))
-        .send()
-        .await
-        .expect("authorize");
-    assert_eq!(page.status(), 200);
-    let response = http()
-        .get(endpoint)
-        .query(&params("bob"))
-        .send()
-        .await
-        .expect("authorize");
-    assert!(response.status().is_redirection());
+    // Not a demo user of this tenant: nobody is preselected.
+    let page = login_page(endpoint, &params("carol")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.html.contains("autofocus"), "{}", page.html);
+    // A demo user: still the page, with no code, and bob's button focused.
+    let page = login_page(endpoint, &params("bob")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.headers.contains_key("location"));
+    assert!(
+        page.html.contains("value=\"bob\" autofocus>") && !page.html.contains("alice\" autofocus"),
+        "{}",
+        page.html
+    );
+    // The code comes from the form.
+    let response = submit(
+        endpoint,
+        &params("bob"),
+        "bob",
+        Some(&page.form_token),
+        Some(&page.cookie),
+    )
+    .await;
+    assert!(response.status().is_redirection(), "{}", response.status());
     let q = query_of(response.headers()["location"].to_str().expect("location"));
     let (status, tokens) = token_request(
         &meta,
@@ -441,4 +482,276 @@ async fn a_login_hint_naming_a_demo_user_skips_the_page() {
     assert_eq!(status, 200, "{tokens}");
     let who = call_whoami(&resource, tokens["access_token"].as_str().expect("at")).await;
     assert_eq!(who["actor"]["subject"], "bob");
+}
+
+/// The headers that keep the login page out of frames, caches and referrers.
+fn assert_unframeable(headers: &reqwest::header::HeaderMap, what: &str) {
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{what}: {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_login_form_gives_a_code_once_with_its_token_in_its_browser() {
+    let dev = start_dev().await;
+    let meta = discover(&dev).await;
+    let client_id = register(&meta).await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/mcp/acme", dev.url);
+    let endpoint = meta["authorization_endpoint"].as_str().expect("authorize");
+    let params = |state: &'static str| {
+        [
+            ("response_type", "code"),
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("state", state),
+            ("resource", resource.as_str()),
+        ]
+    };
+    // Two requests, opened in two browsers.
+    let a = login_page(endpoint, &params("a")).await;
+    let b = login_page(endpoint, &params("b")).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_unframeable(&a.headers, "the login page");
+    let set_cookie = a.headers["set-cookie"].to_str().expect("cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dev/acme"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!a.form_token.is_empty() && a.form_token != b.form_token);
+    assert_ne!(a.cookie, b.cookie);
+
+    let refused = async |response: reqwest::Response, what: &str| {
+        assert_eq!(response.status(), 400, "{what}");
+        assert!(!response.headers().contains_key("location"), "{what}");
+        assert_unframeable(response.headers(), what);
+    };
+    let a_params = params("a");
+    let a_token = Some(a.form_token.as_str());
+    let a_cookie = Some(a.cookie.as_str());
+    let cases = [
+        ("no form token", None, a_cookie),
+        (
+            "another request's token",
+            Some(b.form_token.as_str()),
+            Some(b.cookie.as_str()),
+        ),
+        ("no cookie", a_token, None),
+        ("another browser's cookie", a_token, Some(b.cookie.as_str())),
+        ("a made-up token", Some("made-up"), a_cookie),
+    ];
+    for (what, token, cookie) in cases {
+        refused(
+            submit(endpoint, &a_params, "alice", token, cookie).await,
+            what,
+        )
+        .await;
+    }
+    // The page's own form, in its own browser: a code, once.
+    let response = submit(endpoint, &a_params, "alice", a_token, a_cookie).await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+    let q = query_of(response.headers()["location"].to_str().expect("location"));
+    assert_eq!(q["state"], "a");
+    assert!(q.contains_key("code"));
+    refused(
+        submit(endpoint, &a_params, "alice", a_token, a_cookie).await,
+        "a reused token",
+    )
+    .await;
+    // b's form was not spent by the refusals.
+    let response = submit(
+        endpoint,
+        &params("b"),
+        "bob",
+        Some(&b.form_token),
+        Some(&b.cookie),
+    )
+    .await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+}
+
+#[tokio::test]
+async fn cors_is_offered_to_browser_clients_but_never_on_the_login_page() {
+    const ORIGIN: &str = "http://localhost:6274";
+    let dev = start_dev().await;
+    let meta = discover(&dev).await;
+    let client_id = register(&meta).await;
+    let (_, challenge) = pkce();
+    let allowed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_some()
+    };
+    let issuer = meta["issuer"].as_str().expect("issuer");
+    for url in [
+        format!(
+            "{}/.well-known/oauth-authorization-server/dev/acme",
+            dev.url
+        ),
+        format!("{issuer}/.well-known/openid-configuration"),
+        format!("{issuer}/jwks"),
+    ] {
+        let response = http()
+            .get(&url)
+            .header("origin", ORIGIN)
+            .send()
+            .await
+            .expect("get");
+        assert!(allowed(&response), "{url}");
+    }
+    let response = http()
+        .post(meta["registration_endpoint"].as_str().expect("register"))
+        .header("origin", ORIGIN)
+        .json(&json!({ "redirect_uris": [REDIRECT] }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), 201);
+    assert!(allowed(&response), "register");
+    let token_endpoint = meta["token_endpoint"].as_str().expect("token");
+    let response = http()
+        .post(token_endpoint)
+        .header("origin", ORIGIN)
+        .form(&[("grant_type", "password"), ("client_id", &client_id)])
+        .send()
+        .await
+        .expect("token");
+    assert!(allowed(&response), "token");
+    let preflight = |url: &str| {
+        http()
+            .request(reqwest::Method::OPTIONS, url)
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    assert!(allowed(
+        &preflight(token_endpoint).await.expect("preflight")
+    ));
+
+    let endpoint = meta["authorization_endpoint"].as_str().expect("authorize");
+    let params = [
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let page = http()
+        .get(endpoint)
+        .query(&params)
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(page.status(), 200);
+    assert!(!allowed(&page), "the login page");
+    let post = http()
+        .post(endpoint)
+        .header("origin", ORIGIN)
+        .form(&params)
+        .send()
+        .await
+        .expect("log in");
+    assert!(!allowed(&post), "the login form");
+    assert!(!allowed(&preflight(endpoint).await.expect("preflight")));
+}
+
+#[tokio::test]
+async fn the_21st_registration_in_a_minute_from_one_address_waits() {
+    let dev = start_dev().await;
+    let meta = discover(&dev).await;
+    for _ in 0..20 {
+        register(&meta).await;
+    }
+    let response = http()
+        .post(meta["registration_endpoint"].as_str().expect("register"))
+        .json(&json!({ "redirect_uris": [REDIRECT] }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_revokes_every_token_of_its_grant() {
+    let dev = start_dev().await;
+    let resource = format!("{}/mcp/acme", dev.url);
+    let meta = discover(&dev).await;
+    let client_id = register(&meta).await;
+    let (verifier, challenge) = pkce();
+    let grant = async || {
+        let redirect = log_in(&meta, &client_id, &challenge, &resource, "alice").await;
+        let (status, tokens) = token_request(
+            &meta,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &redirect["code"]),
+                ("redirect_uri", REDIRECT),
+                ("client_id", &client_id),
+                ("code_verifier", &verifier),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{tokens}");
+        tokens["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_string()
+    };
+    let refresh = async |token: &str| {
+        token_request(
+            &meta,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", &client_id),
+            ],
+        )
+        .await
+    };
+    let first = grant().await;
+    let other = grant().await;
+    let (status, second) = refresh(&first).await;
+    assert_eq!(status, 200, "{second}");
+    let second = second["refresh_token"].as_str().expect("rt").to_string();
+    let (status, third) = refresh(&second).await;
+    assert_eq!(status, 200, "{third}");
+    let third = third["refresh_token"].as_str().expect("rt").to_string();
+    // The first token again: refused, and its descendants die with it.
+    let (status, body) = refresh(&first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    for (what, token) in [("the newest", &third), ("the middle", &second)] {
+        let (status, body) = refresh(token).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{what}"
+        );
+    }
+    // Another grant of the same user and client is untouched.
+    let (status, body) = refresh(&other).await;
+    assert_eq!(status, 200, "{body}");
 }

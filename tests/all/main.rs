@@ -13,6 +13,7 @@ mod edge;
 mod envelope;
 mod examples;
 mod hostile;
+mod jwks;
 mod leaks;
 mod loading;
 mod mcp;

@@ -38,12 +38,24 @@ fn tokens(access: &str) -> TokenSet {
     }
 }
 
-/// A data directory with a key file and a vault holding a few records.
-fn populated() -> tempfile::TempDir {
+/// An empty data directory with a master key file.
+fn keyed() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    let vault = Vault::open(&storage, &key_file(dir.path())).unwrap();
+    dir
+}
+
+/// The database in `dir` and the vault on it, opened with `dir`'s key file.
+fn open(dir: &Path) -> (Storage, Vault) {
+    let storage = Storage::open(&dir.join("db")).unwrap();
+    let vault = Vault::open(&storage, &key_file(dir)).unwrap();
+    (storage, vault)
+}
+
+/// A data directory with a key file and a vault holding a few records.
+fn populated() -> tempfile::TempDir {
+    let dir = keyed();
+    let (storage, vault) = open(dir.path());
     vault
         .put(&record("acme", "alice", "github"), &tokens("a"))
         .unwrap();
@@ -123,12 +135,10 @@ fn a_missing_key_file_fails_naming_it_and_creates_nothing() {
 
 #[test]
 fn no_token_or_secret_bytes_reach_the_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
+    let dir = keyed();
     let marker = "PLANTED-MARKER-7f3a9c";
     {
-        let storage = Storage::open(&dir.path().join("db")).unwrap();
-        let vault = Vault::open(&storage, &key_file(dir.path())).unwrap();
+        let (storage, vault) = open(dir.path());
         for i in 0..20 {
             let k = record("acme", &format!("user{i}"), "github");
             vault.put(&k, &tokens(&format!("{marker}-{i}"))).unwrap();
@@ -163,8 +173,8 @@ fn no_token_or_secret_bytes_reach_the_disk() {
 #[test]
 fn rotations_under_concurrent_load_fail_no_call() {
     let dir = populated();
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    let vault = Arc::new(Vault::open(&storage, &key_file(dir.path())).unwrap());
+    let (storage, vault) = open(dir.path());
+    let vault = Arc::new(vault);
     for t in 0..4 {
         for i in 0..10 {
             let k = record("acme", &format!("seed{t}-{i}"), "github");
@@ -213,8 +223,7 @@ fn rotations_under_concurrent_load_fail_no_call() {
     assert_eq!(vault.key_versions("acme"), vec![4]);
     drop(vault);
     drop(storage);
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    let vault = Vault::open(&storage, &key_file(dir.path())).unwrap();
+    let (_storage, vault) = open(dir.path());
     let listed = vault.list("acme", None).unwrap();
     assert_eq!(listed.len(), 1 + 40 + 4);
     for meta in listed {
@@ -385,8 +394,17 @@ fn airlock(args: &[&str], stdin: &str) -> (i32, String, String) {
 /// The CLI steps shared by the offline and the socket test; `check` reads
 /// the vault afterwards (directly or not).
 fn cli_session(data: &str) {
-    let (code, out, err) = airlock(&["vault", "list", "--tenant", "acme", "--data", data], "");
-    assert_eq!(code, 0, "{err}");
+    // `airlock vault ARGS --data DATA`: (exit code, stdout, stderr).
+    let vault = |args: &[&str], stdin: &str| {
+        airlock(&[&["vault"], args, &["--data", data]].concat(), stdin)
+    };
+    // The same, which must succeed: its stdout.
+    let ok = |args: &[&str], stdin: &str| {
+        let (code, out, err) = vault(args, stdin);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = ok(&["list", "--tenant", "acme"], "");
     assert!(
         out.contains("github  https://idp.test  alice  scopes=repo,read:user"),
         "{out}"
@@ -397,55 +415,28 @@ fn cli_session(data: &str) {
     );
     assert!(!out.contains("SECRET-TOKEN"), "{out}");
 
-    let (code, out, err) = airlock(
-        &[
-            "vault",
-            "put-secret",
-            "--tenant",
-            "acme",
-            "--name",
-            "gh",
-            "--data",
-            data,
-        ],
+    let out = ok(
+        &["put-secret", "--tenant", "acme", "--name", "gh"],
         "client-secret-value\n",
     );
-    assert_eq!(code, 0, "{err}");
     assert!(out.contains("gh"), "{out}");
 
-    let (code, out, err) = airlock(
-        &[
-            "vault",
-            "rotate-tenant-key",
-            "--tenant",
-            "acme",
-            "--data",
-            data,
-        ],
-        "",
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = ok(&["rotate-tenant-key", "--tenant", "acme"], "");
     assert!(out.contains("version 2"), "{out}");
-    let (code, out, err) = airlock(&["vault", "rotate-master-key", "--data", data], "");
-    assert_eq!(code, 0, "{err}");
+    let out = ok(&["rotate-master-key"], "");
     assert!(out.contains("master key"), "{out}");
 
     // Two issuers: disconnect must be told which.
-    let (code, _, err) = airlock(
-        &[
-            "vault",
-            "disconnect",
-            "--tenant",
-            "acme",
-            "--user",
-            "bob",
-            "--provider",
-            "github",
-            "--data",
-            data,
-        ],
-        "",
-    );
+    let bob = [
+        "disconnect",
+        "--tenant",
+        "acme",
+        "--user",
+        "bob",
+        "--provider",
+        "github",
+    ];
+    let (code, _, err) = vault(&bob, "");
     assert_eq!(code, 1);
     assert!(
         err.contains("--issuer")
@@ -453,28 +444,10 @@ fn cli_session(data: &str) {
             && err.contains("https://b.test"),
         "{err}"
     );
-    let (code, out, err) = airlock(
-        &[
-            "vault",
-            "disconnect",
-            "--tenant",
-            "acme",
-            "--user",
-            "bob",
-            "--provider",
-            "github",
-            "--issuer",
-            "https://a.test",
-            "--data",
-            data,
-        ],
-        "",
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = ok(&[&bob[..], &["--issuer", "https://a.test"]].concat(), "");
     assert!(out.contains("removed"), "{out}");
-    let (code, out, err) = airlock(
+    let out = ok(
         &[
-            "vault",
             "disconnect",
             "--tenant",
             "acme",
@@ -482,20 +455,11 @@ fn cli_session(data: &str) {
             "alice",
             "--provider",
             "github",
-            "--data",
-            data,
         ],
         "",
     );
-    assert_eq!(code, 0, "{err}");
     assert!(out.contains("alice"), "{out}");
-    let (code, out, err) = airlock(
-        &[
-            "vault", "list", "--tenant", "acme", "--user", "bob", "--data", data,
-        ],
-        "",
-    );
-    assert_eq!(code, 0, "{err}");
+    let out = ok(&["list", "--tenant", "acme", "--user", "bob"], "");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
         out.contains("https://b.test") && out.contains("key=v2"),
@@ -531,15 +495,12 @@ fn check_after_cli(vault: &Vault) {
 
 #[test]
 fn the_cli_manages_the_vault_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
+    let dir = keyed();
     {
-        let storage = Storage::open(&dir.path().join("db")).unwrap();
-        seed_for_cli(&Vault::open(&storage, &key_file(dir.path())).unwrap());
+        seed_for_cli(&open(dir.path()).1);
     }
     cli_session(dir.path().to_str().unwrap());
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    check_after_cli(&Vault::open(&storage, &key_file(dir.path())).unwrap());
+    check_after_cli(&open(dir.path()).1);
 
     let (code, _, err) = airlock(
         &[
@@ -558,11 +519,10 @@ fn the_cli_manages_the_vault_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_a_running_hosts_vault_through_the_admin_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
+    let dir = keyed();
     // The "host" holds the database; the CLI cannot open it.
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    let vault = Arc::new(Vault::open(&storage, &key_file(dir.path())).unwrap());
+    let (storage, vault) = open(dir.path());
+    let vault = Arc::new(vault);
     seed_for_cli(&vault);
     let socket = airlock_host::vault::admin::socket_path(dir.path());
     // A stale socket from an earlier run is replaced.
@@ -592,16 +552,14 @@ async fn the_cli_manages_a_running_hosts_vault_through_the_admin_socket() {
     drop(vault);
     drop(storage);
     // The rotated key file opens the vault.
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    check_after_cli(&Vault::open(&storage, &key_file(dir.path())).unwrap());
+    check_after_cli(&open(dir.path()).1);
 }
 
 #[tokio::test]
 async fn the_admin_socket_refuses_to_replace_what_is_not_a_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    MasterKey::create_file(&dir.path().join("vault.key")).unwrap();
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
-    let vault = Arc::new(Vault::open(&storage, &key_file(dir.path())).unwrap());
+    let dir = keyed();
+    let (_storage, vault) = open(dir.path());
+    let vault = Arc::new(vault);
     let target = dir.path().join("precious");
     std::fs::write(&target, "keep").unwrap();
     let socket = dir.path().join("vault.sock");

@@ -15,14 +15,10 @@ use airlock_host::audit::{
 };
 use airlock_host::envelope::{KeyRing, RequestBinding};
 use airlock_host::storage::Storage;
+use airlock_tests::bench::percentile;
 use airlock_tests::envelope;
 
 const SAMPLES: usize = 20_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();

@@ -11,15 +11,11 @@ use std::time::{Duration, Instant};
 use airlock_host::config::VaultKeySource;
 use airlock_host::storage::Storage;
 use airlock_host::vault::{MasterKey, RecordKey, Secret, TokenSet, Vault};
+use airlock_tests::bench::percentile;
 
 const RECORDS: usize = 1_000;
 const GETS: usize = 50_000;
 const PUTS: usize = 2_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
 fn report(what: &str, mut samples: Vec<Duration>, wall: Duration) {
     samples.sort();

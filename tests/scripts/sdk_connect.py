@@ -46,7 +46,10 @@ async def browse(link, tenant, user):
                 continue
             path = urlparse(url).path
             if path.endswith(f"/dev/{tenant}/authorize") and r.status_code == 200:
-                form = dict(parse_qsl(urlparse(url).query)) | {"user": user}
+                # The login form: the request, the user, and the form's
+                # one-time token (the client keeps the page's cookie).
+                tok = re.search(r'name="form_token" value="([^"]+)"', r.text).group(1)
+                form = dict(parse_qsl(urlparse(url).query)) | {"user": user, "form_token": tok}
                 method = "POST"
             elif path.endswith("/dev/calendar/authorize") and r.status_code == 200:
                 tok = re.search(r'name="form_token" value="([^"]+)"', r.text).group(1)

@@ -1,11 +1,17 @@
 //! A real OAuth issuer for tests: RFC 8414 metadata and a JWKS over HTTP on
-//! loopback, Ed25519 signing keys that can be rotated while it runs.
+//! loopback, Ed25519 signing keys that can be rotated while it runs, and
+//! switches for outages (failing, silent, refusing connections).
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,12 +74,30 @@ struct Keys {
     published: Vec<TestKey>,
 }
 
+/// How a [`TestIdp`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpMode {
+    /// Normally.
+    Up = 0,
+    /// Every request with 503.
+    Failing = 1,
+    /// Never: requests are accepted and left hanging.
+    Silent = 2,
+    /// Stopped ([`TestIdp::stop`]): new connections are refused, requests on
+    /// kept-alive ones get 503 and the connection is closed.
+    Stopped = 3,
+}
+
 /// An issuer serving metadata and keys on `127.0.0.1:0`.
 pub struct TestIdp {
     /// The issuer URL (`iss`).
     pub issuer: String,
     keys: Arc<Mutex<Keys>>,
     jwks_fetches: Arc<Mutex<u32>>,
+    mode: Arc<AtomicU8>,
+    requests: Arc<AtomicU32>,
+    addr: SocketAddr,
+    app: Router,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,6 +120,27 @@ struct IdpState {
     issuer: String,
     keys: Arc<Mutex<Keys>>,
     jwks_fetches: Arc<Mutex<u32>>,
+}
+
+#[derive(Clone)]
+struct Gate {
+    mode: Arc<AtomicU8>,
+    requests: Arc<AtomicU32>,
+}
+
+/// Count every request, then answer it as the mode says.
+async fn gate(State(g): State<Gate>, request: Request, next: Next) -> Response {
+    g.requests.fetch_add(1, Ordering::SeqCst);
+    match g.mode.load(Ordering::SeqCst) {
+        1 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        2 => std::future::pending::<Response>().await,
+        3 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONNECTION, "close")],
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 impl TestIdp {
@@ -131,15 +176,60 @@ impl TestIdp {
             )
             .route("/keys", get(jwks))
             .with_state(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let mode = Arc::new(AtomicU8::new(IdpMode::Up as u8));
+        let requests = Arc::new(AtomicU32::new(0));
+        let app = app.layer(middleware::from_fn_with_state(
+            Gate {
+                mode: mode.clone(),
+                requests: requests.clone(),
+            },
+            gate,
+        ));
+        let task = serve(listener, app.clone());
         TestIdp {
             issuer,
             keys,
             jwks_fetches,
+            mode,
+            requests,
+            addr,
+            app,
             task,
         }
+    }
+
+    /// Answer as `mode` says from now on (not [`IdpMode::Stopped`]: use
+    /// [`TestIdp::stop`]).
+    pub fn set_mode(&self, mode: IdpMode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// How many HTTP requests reached the issuer (metadata and keys, in any
+    /// mode).
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stop listening: connections are refused until [`TestIdp::restart`].
+    pub async fn stop(&mut self) {
+        self.mode.store(IdpMode::Stopped as u8, Ordering::SeqCst);
+        if !self.task.is_finished() {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+    }
+
+    /// Listen again, at the same address, answering normally.
+    pub async fn restart(&mut self) {
+        if !self.task.is_finished() {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same address again");
+        self.mode.store(IdpMode::Up as u8, Ordering::SeqCst);
+        self.task = serve(listener, self.app.clone());
     }
 
     /// The key currently signing.
@@ -177,6 +267,12 @@ impl TestIdp {
     pub fn token(&self, aud: &str, sub: &str, scope: &str) -> String {
         self.sign(&self.claims(aud, sub, scope))
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
 }
 
 async fn metadata(State(s): State<IdpState>) -> axum::Json<Value> {

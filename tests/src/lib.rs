@@ -17,7 +17,9 @@ use airlock_host::sandbox::{
     CallError, CallRequest, Limits, LoadedComponent, Sandbox, SandboxSettings, ToolOutput,
 };
 
+pub mod bench;
 pub mod client;
+pub mod dev;
 pub mod idp;
 pub mod oauth;
 pub mod server;

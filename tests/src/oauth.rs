@@ -203,8 +203,9 @@ struct ProviderState {
     lifetime: Mutex<u64>,
     grants: Mutex<Grants>,
     refreshes: Mutex<u32>,
-    refresh_fails: Mutex<bool>,
+    refresh_fails: Mutex<Option<&'static str>>,
     slow_refresh_ms: Mutex<u64>,
+    always_401: Mutex<bool>,
 }
 
 impl Drop for TestProvider {
@@ -222,8 +223,9 @@ impl TestProvider {
             lifetime: Mutex::new(3600),
             grants: Mutex::new(Grants::default()),
             refreshes: Mutex::new(0),
-            refresh_fails: Mutex::new(false),
+            refresh_fails: Mutex::new(None),
             slow_refresh_ms: Mutex::new(0),
+            always_401: Mutex::new(false),
         });
         let app = Router::new()
             .route("/authorize", get(provider_authorize))
@@ -254,12 +256,22 @@ impl TestProvider {
 
     /// Make refresh grants fail with `invalid_grant` (or work again).
     pub fn fail_refreshes(&self, fail: bool) {
-        *self.state.refresh_fails.lock().expect("lock") = fail;
+        self.fail_refreshes_with(fail.then_some("invalid_grant"));
+    }
+
+    /// Make refresh grants fail with this OAuth error code (400), or work again.
+    pub fn fail_refreshes_with(&self, error: Option<&'static str>) {
+        *self.state.refresh_fails.lock().expect("lock") = error;
     }
 
     /// Delay every refresh by `ms`, so concurrent callers overlap.
     pub fn slow_refreshes(&self, ms: u64) {
         *self.state.slow_refresh_ms.lock().expect("lock") = ms;
+    }
+
+    /// Make the API answer 401 to every token (or behave again).
+    pub fn always_unauthorized(&self, on: bool) {
+        *self.state.always_401.lock().expect("lock") = on;
     }
 
     /// Revoke every access token (refresh tokens stay valid): the API answers 401.
@@ -357,8 +369,10 @@ async fn provider_token(
             *s.refreshes.lock().expect("lock") += 1;
             let delay = *s.slow_refresh_ms.lock().expect("lock");
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            if *s.refresh_fails.lock().expect("lock") {
-                return invalid_grant();
+            let failure = *s.refresh_fails.lock().expect("lock");
+            if let Some(error) = failure {
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error})))
+                    .into_response();
             }
             let user = s
                 .grants
@@ -380,6 +394,7 @@ async fn provider_token(
 }
 
 async fn events(State(s): State<Arc<ProviderState>>, headers: HeaderMap) -> Response {
+    let always_401 = *s.always_401.lock().expect("lock");
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -391,7 +406,7 @@ async fn events(State(s): State<Arc<ProviderState>>, headers: HeaderMap) -> Resp
         .expect("lock")
         .access
         .get(token)
-        .filter(|(_, exp)| *exp > now())
+        .filter(|(_, exp)| *exp > now() && !always_401)
         .map(|(user, _)| user.clone());
     match owner {
         Some(owner) => axum::Json(json!({

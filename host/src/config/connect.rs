@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::services::{SecretSource, loopback_http_or_https, secret_or_none};
+use super::services::{SecretSource, loopback_http_or_https, secret_or_none, validate_named};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,26 +124,29 @@ impl RawVault {
 }
 
 impl RawConnect {
+    /// Checked as a provider is: airlock is an OAuth client at the issuer
+    /// the same way.
     pub(super) fn validate(
         self,
         base: &Path,
         tenant_scopes: &[String],
     ) -> Result<ConnectLogin, (String, String)> {
-        if self.client_id.is_empty() {
-            return Err(("client_id".into(), "may not be empty".into()));
-        }
-        let scopes = self.scopes.unwrap_or_else(|| tenant_scopes.to_vec());
-        valid_scopes(&scopes, "scopes")?;
-        Ok(ConnectLogin {
-            authorization_endpoint: endpoint(
-                &self.authorization_endpoint,
-                "authorization_endpoint",
-            )?,
-            token_endpoint: endpoint(&self.token_endpoint, "token_endpoint")?,
+        let client = RawProvider {
+            authorization_endpoint: self.authorization_endpoint,
+            token_endpoint: self.token_endpoint,
             client_id: self.client_id,
-            secret: secret_or_none(self.secret_env, self.secret_file, self.secret_vault, base)
-                .map_err(|m| ("secret_env".to_string(), m))?,
-            scopes,
+            scopes: self.scopes.unwrap_or_else(|| tenant_scopes.to_vec()),
+            secret_env: self.secret_env,
+            secret_file: self.secret_file,
+            secret_vault: self.secret_vault,
+        }
+        .validate(base)?;
+        Ok(ConnectLogin {
+            client_id: client.client_id,
+            secret: client.secret,
+            authorization_endpoint: client.authorization_endpoint,
+            token_endpoint: client.token_endpoint,
+            scopes: client.scopes,
         })
     }
 }
@@ -174,23 +177,7 @@ pub(super) fn validate_providers(
     tenant_key: &str,
     base: &Path,
 ) -> Result<BTreeMap<String, ProviderConfig>, (String, String)> {
-    let mut out = BTreeMap::new();
-    for (name, provider) in raw {
-        let key = format!("{tenant_key}.providers.{name}");
-        if !(1..=64).contains(&name.len())
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err((
-                key,
-                "a provider name is 1 to 64 lowercase letters, digits, `-` and `_`".into(),
-            ));
-        }
-        let provider = provider
-            .validate(base)
-            .map_err(|(k, m)| (format!("{key}.{k}"), m))?;
-        out.insert(name, provider);
-    }
-    Ok(out)
+    validate_named(raw, tenant_key, "provider", |provider| {
+        provider.validate(base)
+    })
 }

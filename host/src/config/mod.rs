@@ -184,7 +184,8 @@ pub struct IssuerConfig {
     pub algorithms: Vec<SigningAlgorithm>,
     /// Least time between refetches triggered by an unknown `kid`.
     pub jwks_min_refresh: Duration,
-    /// Refetch keys at least this often.
+    /// Keys older than this are refreshed (in the background: they keep
+    /// serving meanwhile).
     pub jwks_max_age: Duration,
     /// Longest a key fetch (discovery and JWKS together) may take.
     pub jwks_fetch_timeout: Duration,

@@ -357,9 +357,21 @@ pub(super) fn validate_all(
     tenant_key: &str,
     base: &Path,
 ) -> Result<BTreeMap<String, ServiceConfig>, (String, String)> {
+    validate_named(raw, tenant_key, "service", |service| service.validate(base))
+}
+
+/// Validate every `[{tenant_key}.{kind}s.NAME]` table with `validate`: the
+/// name is 1 to 64 lowercase letters, digits, `-` and `_`; errors name the
+/// full key.
+pub(super) fn validate_named<R, T>(
+    raw: BTreeMap<String, R>,
+    tenant_key: &str,
+    kind: &str,
+    validate: impl Fn(R) -> Result<T, (String, String)>,
+) -> Result<BTreeMap<String, T>, (String, String)> {
     let mut out = BTreeMap::new();
-    for (name, service) in raw {
-        let key = format!("{tenant_key}.services.{name}");
+    for (name, entry) in raw {
+        let key = format!("{tenant_key}.{kind}s.{name}");
         if !(1..=64).contains(&name.len())
             || !name
                 .bytes()
@@ -367,13 +379,11 @@ pub(super) fn validate_all(
         {
             return Err((
                 key,
-                "a service name is 1 to 64 lowercase letters, digits, `-` and `_`".into(),
+                format!("a {kind} name is 1 to 64 lowercase letters, digits, `-` and `_`"),
             ));
         }
-        let service = service
-            .validate(base)
-            .map_err(|(k, m)| (format!("{key}.{k}"), m))?;
-        out.insert(name, service);
+        let entry = validate(entry).map_err(|(k, m)| (format!("{key}.{k}"), m))?;
+        out.insert(name, entry);
     }
     Ok(out)
 }

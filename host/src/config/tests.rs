@@ -91,6 +91,27 @@ fn errors_name_the_bad_key() {
             ),
             "server.max_request_bytes",
         ),
+        (
+            GOOD.replace(
+                "data_dir = \"data\"",
+                "data_dir = \"data\"\n[server]\nheader_read_timeout_ms = 0",
+            ),
+            "server.header_read_timeout_ms",
+        ),
+        (
+            GOOD.replace(
+                "data_dir = \"data\"",
+                "data_dir = \"data\"\n[server]\nidle_timeout_ms = 99999999",
+            ),
+            "server.idle_timeout_ms",
+        ),
+        (
+            GOOD.replace(
+                "data_dir = \"data\"",
+                "data_dir = \"data\"\n[server]\nmax_connections = 0",
+            ),
+            "server.max_connections",
+        ),
     ];
     for (text, key) in cases {
         let err = parse(&text).unwrap_err().to_string();
@@ -293,4 +314,37 @@ fn accepted_token_types_are_per_issuer() {
     );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("tenants.acme.issuers[0].token_types"), "{err}");
+}
+
+#[test]
+fn issuer_key_fetches_have_a_timeout() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.tenants["acme"].issuers[0].jwks_fetch_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let with = |ms: &str| {
+        GOOD.replace(
+            "issuer = \"https://idp.example.com\"",
+            &format!("issuer = \"https://idp.example.com\", jwks_fetch_timeout_ms = {ms}"),
+        )
+    };
+    assert_eq!(
+        parse(&with("1500")).unwrap().tenants["acme"].issuers[0].jwks_fetch_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    for bad in ["0", "99", "60001"] {
+        let err = parse(&with(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("tenants.acme.issuers[0].jwks_fetch_timeout_ms"),
+            "{bad}: {err}"
+        );
+    }
+    // Two tenants sharing the issuer must agree on it too.
+    let text = format!(
+        "{}\n[tenants.globex]\nissuers = [{{ issuer = \"https://idp.example.com\" }}]\n",
+        with("1500")
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("tenants.globex.issuers[0]"), "{err}");
 }

@@ -25,7 +25,7 @@ use crate::edge::Edge;
 use crate::vault::{RecordKey, Vault};
 
 pub use pages::router;
-pub use tokens::UserTokens;
+pub use tokens::{AfterUnauthorized, UserTokens};
 
 /// How long a connect link (and each step of its flow) stays usable.
 const LINK_LIFETIME: Duration = Duration::from_secs(600);
@@ -86,6 +86,13 @@ enum Flow {
 }
 
 impl Flow {
+    fn tenant(&self) -> &str {
+        match self {
+            Flow::Login { tenant, .. } => tenant,
+            Flow::Provider { key, .. } => &key.tenant,
+        }
+    }
+
     fn expires(&self) -> Instant {
         match self {
             Flow::Login { expires, .. } | Flow::Provider { expires, .. } => *expires,
@@ -93,7 +100,9 @@ impl Flow {
     }
 }
 
-type Watcher = Box<dyn FnOnce() + Send>;
+/// Runs when an elicitation completes; keyed by who waits (a session), so a
+/// client that retried waits once.
+type Watcher = (String, Box<dyn FnOnce() + Send>);
 
 #[derive(Default)]
 struct InFlight {
@@ -266,7 +275,13 @@ impl Connector {
                 in_flight
                     .pending
                     .retain(|_, p| p.expires > now && p.key != *key);
-                if in_flight.pending.len() >= MAX_IN_FLIGHT {
+                if in_flight
+                    .pending
+                    .values()
+                    .filter(|p| p.key.tenant == key.tenant)
+                    .count()
+                    >= MAX_IN_FLIGHT
+                {
                     return Err("too many connect links are open; try again later".into());
                 }
                 let id = oauth::random_token(32)?;
@@ -293,8 +308,9 @@ impl Connector {
     }
 
     /// Run `done` once the elicitation `id` completes (the user connected),
-    /// unless that takes longer than a quarter of an hour.
-    pub fn watch(&self, id: &str, done: Box<dyn FnOnce() + Send>) {
+    /// unless that takes longer than a quarter of an hour. A later watch by
+    /// the same `waiter` replaces its earlier one.
+    pub fn watch(&self, id: &str, waiter: &str, done: Box<dyn FnOnce() + Send>) {
         let now = Instant::now();
         let mut in_flight = lock(&self.in_flight);
         in_flight.watchers.retain(|_, (expires, _)| *expires > now);
@@ -305,14 +321,15 @@ impl Connector {
             .watchers
             .entry(id.to_string())
             .or_insert_with(|| (now + WATCH_LIFETIME, Vec::new()));
+        entry.1.retain(|(w, _)| w != waiter);
         if entry.1.len() < 16 {
-            entry.1.push(done);
+            entry.1.push((waiter.to_string(), done));
         }
     }
 
     fn complete(&self, elicitation_id: &str) {
         let watchers = lock(&self.in_flight).watchers.remove(elicitation_id);
-        for done in watchers.map(|(_, w)| w).unwrap_or_default() {
+        for (_, done) in watchers.map(|(_, w)| w).unwrap_or_default() {
             done();
         }
     }

@@ -184,12 +184,18 @@ impl Client {
             }
         })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        // Read at most the cap: a token endpoint cannot make the host buffer more.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|_| unavailable("cut its answer off"))?;
-        if bytes.len() > MAX_TOKEN_RESPONSE {
-            return Err(unavailable("answered with too much data"));
+            .map_err(|_| unavailable("cut its answer off"))?
+        {
+            if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                return Err(unavailable("answered with too much data"));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             // Only a registered error code is kept: descriptions can echo

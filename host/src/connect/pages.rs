@@ -1,6 +1,8 @@
 //! The connect pages: `/connect/{tenant}/{id}` (a link from an elicitation),
 //! `/connect/{tenant}/login` (back from the tenant's issuer) and
-//! `/connect/{tenant}/callback` (back from the provider).
+//! `/connect/{tenant}/callback/{provider}` (back from the provider: one
+//! redirect URI per provider, so a code can only come back to the flow of the
+//! provider that issued it — the mix-up defence of RFC 9700 §4.4).
 //!
 //! Every step is bound to the browser that opened the link by a cookie whose
 //! hash the flow keeps, and to a single-use `state`; nothing secret or
@@ -20,13 +22,19 @@ use sha2::{Digest, Sha256};
 use super::{Connector, Flow, LINK_LIFETIME, MAX_IN_FLIGHT, lock, oauth};
 use crate::vault::{RecordKey, TokenSet};
 
+/// The browser-binding cookie: `__Host-` (Secure, whole origin, no Domain)
+/// when airlock is served over https, so no other site can plant it.
 const COOKIE: &str = "airlock_connect";
+const HOST_COOKIE: &str = "__Host-airlock_connect";
 
 /// The connect pages of every tenant.
 pub fn router(connector: Arc<Connector>) -> Router {
     Router::new()
         .route("/connect/{tenant}/login", get(login_returned))
-        .route("/connect/{tenant}/callback", get(provider_returned))
+        .route(
+            "/connect/{tenant}/callback/{provider}",
+            get(provider_returned),
+        )
         .route("/connect/{tenant}/{id}", get(open_link))
         .with_state(connector)
 }
@@ -107,16 +115,20 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// The hash of this browser's connect cookie, if it sent one.
-fn browser(headers: &HeaderMap) -> Option<[u8; 32]> {
-    headers
+/// The value of this browser's connect cookie, if it sent one value (two
+/// different ones mean one was planted: refuse both).
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| sha(value.as_bytes()))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_string());
+    let first = values.next()?;
+    let mut others = values;
+    (others.all(|v| v == first) && (32..=64).contains(&first.len())).then_some(first)
 }
 
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -129,14 +141,55 @@ impl Connector {
         format!("{}/connect/{tenant}/{step}", self.public_url)
     }
 
-    /// Keep a new flow under its `state`, unless too many are in flight
-    /// (then the page to show instead).
+    fn cookie_name(&self) -> &'static str {
+        if self.secure_cookies {
+            HOST_COOKIE
+        } else {
+            COOKIE
+        }
+    }
+
+    /// The hash of this browser's connect cookie.
+    fn browser(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        cookie_value(headers, self.cookie_name()).map(|v| sha(v.as_bytes()))
+    }
+
+    /// `Set-Cookie` for `value`, good for a whole flow from now.
+    fn set_cookie(&self, value: &str) -> String {
+        if self.secure_cookies {
+            format!(
+                "{HOST_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax; Secure",
+                2 * LINK_LIFETIME.as_secs()
+            )
+        } else {
+            format!(
+                "{COOKIE}={value}; Path=/connect; Max-Age={}; HttpOnly; SameSite=Lax",
+                2 * LINK_LIFETIME.as_secs()
+            )
+        }
+    }
+
+    /// Keep a new flow under its `state`, unless too many of its tenant's are
+    /// in flight (then the page to show instead). A new provider step for a
+    /// user and provider replaces the one before.
     fn start_flow(&self, flow: Flow) -> Result<String, Box<Response>> {
         let state = oauth::random_token(32).map_err(|e| Box::new(unavailable(&e)))?;
         let now = Instant::now();
         let mut in_flight = lock(&self.in_flight);
         in_flight.flows.retain(|_, f| f.expires() > now);
-        if in_flight.flows.len() >= MAX_IN_FLIGHT {
+        if let Flow::Provider { key, .. } = &flow {
+            in_flight
+                .flows
+                .retain(|_, f| !matches!(f, Flow::Provider { key: k, .. } if k == key));
+        }
+        let tenant = flow.tenant().to_string();
+        if in_flight
+            .flows
+            .values()
+            .filter(|f| f.tenant() == tenant)
+            .count()
+            >= MAX_IN_FLIGHT
+        {
             return Err(Box::new(page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too busy",
@@ -151,7 +204,7 @@ impl Connector {
     /// it has not expired.
     fn take_flow(&self, state: Option<&String>, headers: &HeaderMap) -> Option<Flow> {
         let flow = lock(&self.in_flight).flows.remove(state?)?;
-        let cookie = browser(headers)?;
+        let cookie = self.browser(headers)?;
         let (owner, expires) = match &flow {
             Flow::Login {
                 browser, expires, ..
@@ -167,6 +220,7 @@ impl Connector {
 async fn open_link(
     State(connector): State<Arc<Connector>>,
     Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(login) = connector.tenants.get(&tenant).map(|t| &t.login) else {
         return expired();
@@ -188,7 +242,13 @@ async fn open_link(
     if !found {
         return expired();
     }
-    let (Ok(cookie), Ok(verifier)) = (oauth::random_token(32), oauth::random_token(32)) else {
+    // A browser already in a connect flow keeps its cookie, so opening a
+    // second link does not break the first.
+    let cookie = match cookie_value(&headers, connector.cookie_name()) {
+        Some(value) => Ok(value),
+        None => oauth::random_token(32),
+    };
+    let (Ok(cookie), Ok(verifier)) = (cookie, oauth::random_token(32)) else {
         return unavailable("the OS random source failed");
     };
     let state = match connector.start_flow(Flow::Login {
@@ -208,16 +268,7 @@ async fn open_link(
         &verifier,
         &[("resource", &resource)],
     );
-    let cookie = format!(
-        "{COOKIE}={cookie}; Path=/connect/{tenant}; Max-Age={}; HttpOnly; SameSite=Lax{}",
-        LINK_LIFETIME.as_secs(),
-        if connector.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
-    redirect(to.as_str(), Some(cookie))
+    redirect(to.as_str(), Some(connector.set_cookie(&cookie)))
 }
 
 async fn login_returned(
@@ -309,6 +360,7 @@ async fn login_returned(
     let Some(provider) = tenant_connect.providers.get(&pending.key.provider) else {
         return expired();
     };
+    let pending_provider = pending.key.provider.clone();
     let Ok(verifier) = oauth::random_token(32) else {
         return unavailable("the OS random source failed");
     };
@@ -323,17 +375,20 @@ async fn login_returned(
         Err(response) => return *response,
     };
     let to = provider.authorization_url(
-        &connector.redirect_uri(&tenant, "callback"),
+        &connector.redirect_uri(&tenant, &format!("callback/{}", pending_provider)),
         &state,
         &verifier,
         &[],
     );
-    redirect(to.as_str(), None)
+    // The cookie lives for the provider step too.
+    let cookie =
+        cookie_value(&headers, connector.cookie_name()).map(|value| connector.set_cookie(&value));
+    redirect(to.as_str(), cookie)
 }
 
 async fn provider_returned(
     State(connector): State<Arc<Connector>>,
-    Path(tenant): Path<String>,
+    Path((tenant, provider_name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -346,7 +401,9 @@ async fn provider_returned(
     else {
         return expired();
     };
-    if key.tenant != tenant {
+    // A code comes back only to the redirect URI of the provider whose flow
+    // this is (a different provider's code cannot be mixed in).
+    if key.tenant != tenant || key.provider != provider_name {
         return expired();
     }
     let Some(provider) = connector
@@ -374,7 +431,7 @@ async fn provider_returned(
         .redeem(
             &connector.http,
             code,
-            &connector.redirect_uri(&tenant, "callback"),
+            &connector.redirect_uri(&tenant, &format!("callback/{provider_name}")),
             &verifier,
             &[],
         )

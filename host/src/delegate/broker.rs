@@ -16,7 +16,7 @@ use super::tokens::{Secret, TokenCache, TokenClient};
 use super::{BoxFuture, Delegate, DelegateError, DelegateResponse, Delegation, OutboundRequest};
 use crate::audit::{AuditLog, CallIdentity, DelegatedRequest, Entry};
 use crate::config::{Config, ServiceConfig, ServiceCredential, ServiceMode};
-use crate::connect::{Connector, UrlElicitation};
+use crate::connect::{AfterUnauthorized, Connector, UrlElicitation};
 use crate::envelope::{DelegationMode, Envelope, KeyRing, RequestBinding};
 use crate::vault::RecordKey;
 
@@ -383,22 +383,24 @@ impl Broker {
                 Secret::new(format!("Bearer {}", token.expose())),
             ))
         };
-        let mut token = connector.tokens().access_token(&key).await?;
-        let mut refreshed = false;
-        loop {
-            let Some(current) = token else {
-                return Err(self.needs_connect(connector, call, &key, name));
-            };
-            let response =
-                egress::send(build(bearer(&current)), name, config.max_response_bytes).await?;
-            if response.status != 401 || refreshed {
-                return Ok(response);
+        let Some(token) = connector.tokens().access_token(&key).await? else {
+            return Err(self.needs_connect(connector, call, &key, name));
+        };
+        let response = egress::send(build(bearer(&token)), name, config.max_response_bytes).await?;
+        if response.status != 401 {
+            return Ok(response);
+        }
+        match connector.tokens().after_unauthorized(&key, &token).await? {
+            AfterUnauthorized::Retry(token) => {
+                let response =
+                    egress::send(build(bearer(&token)), name, config.max_response_bytes).await?;
+                if response.status == 401 {
+                    connector.tokens().refused_after_refresh(&key, &token);
+                }
+                Ok(response)
             }
-            refreshed = true;
-            token = connector
-                .tokens()
-                .after_unauthorized(&key, &current)
-                .await?;
+            AfterUnauthorized::Keep => Ok(response),
+            AfterUnauthorized::Disconnected => Err(self.needs_connect(connector, call, &key, name)),
         }
     }
 

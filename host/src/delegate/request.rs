@@ -475,6 +475,100 @@ mod path_properties {
         assert_eq!(tried, 5 * 5 * 6 * 4);
     }
 
+    /// The pieces an escape is made of: dots, slashes and backslashes, raw
+    /// or percent-encoded once or twice in either case, `;` parameters, and
+    /// plain names.
+    const PIECES: &[&str] = &[
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%252e",
+        "%252E",
+        "%25%32%65",
+        "/",
+        "%2f",
+        "%2F",
+        "%252f",
+        "%5c",
+        "%5C",
+        "\\",
+        ";",
+        "%3b",
+        "%3B",
+        "%25",
+        "%",
+        "a",
+        "b",
+        "admin",
+        "x.y",
+    ];
+
+    /// Where a server would take `path` after one way of normalising it:
+    /// `\` as `/`, `;` parameters dropped from each segment, empty segments
+    /// kept or collapsed, `.` and `..` resolved (never above the root): the
+    /// segments it names.
+    fn resolve(path: &str, collapse_empty: bool) -> Vec<String> {
+        let path = path.replace('\\', "/");
+        let mut stack: Vec<String> = Vec::new();
+        for segment in path.split('/').skip(1) {
+            let segment = segment.split(';').next().unwrap_or_default();
+            match segment {
+                "." => {}
+                ".." => {
+                    stack.pop();
+                }
+                "" if collapse_empty => {}
+                other => stack.push(other.to_string()),
+            }
+        }
+        stack
+    }
+
+    /// Whether `path`, decoded zero to three times and normalised each way,
+    /// is still `/allowed` or below it.
+    fn stays_under_allowed(path: &str) -> bool {
+        let mut decoded = path.to_string();
+        for _ in 0..4 {
+            for collapse in [false, true] {
+                let resolved = resolve(&decoded, collapse);
+                if resolved.first().map(String::as_str) != Some("allowed") {
+                    return false;
+                }
+            }
+            decoded = percent_decode(&decoded);
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Any path built under the allowed prefix from the pieces above that
+        /// the request rules accept stays under it however it is decoded and
+        /// normalised (the broker's prefix check compares the path as sent).
+        #[test]
+        fn no_path_the_rules_accept_leaves_its_prefix(
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..14)
+        ) {
+            let path = format!("/allowed/{}", pieces.concat());
+            let accepted = OutboundRequest::new(
+                Method::Get,
+                path.clone(),
+                vec![],
+                vec![],
+                None,
+                &RequestLimits::default(),
+            )
+            .is_ok();
+            proptest::prop_assert!(
+                !accepted || stays_under_allowed(&path),
+                "{} was accepted but leaves /allowed",
+                path
+            );
+        }
+    }
+
     fn percent_decode(s: &str) -> String {
         let bytes = s.as_bytes();
         let mut out = Vec::new();

@@ -5,6 +5,15 @@
 //! tokens, RFC 8693 token exchange for the host's own confidential client,
 //! and the JWKS. Mounted only by `airlock dev`.
 //!
+//! Any web page open in the developer's browser can reach this server, so a
+//! code is issued only from the login page's own form: its one-time token is
+//! bound to the authorization request and to the browser that opened the
+//! page (an HttpOnly SameSite=Strict cookie). `login_hint` only preselects a
+//! user. The page cannot be framed, CORS is offered only where browser
+//! clients need it (metadata, JWKS, registration, token), registrations are
+//! rate-limited, and a refresh token presented twice revokes its whole
+//! family (every refresh token descending from the same grant).
+//!
 //! Token exchange is what `on-behalf-of` delegation asks for: the host (client
 //! `airlock-host`, HTTP Basic authentication) trades a user's access token for
 //! this tenant's MCP endpoint for a five-minute token for one demo API, which
@@ -17,15 +26,16 @@
 //! ([`presented_credentials`]): the client authentication of an authorization
 //! server and an API's credential check, never the host's own inbound tokens.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -54,6 +64,16 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 const EXCHANGED_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 /// Clock skew tolerated when verifying the tokens these issuers minted.
 const LEEWAY_SECONDS: u64 = 5;
+/// How long a login page's form may wait to be submitted.
+const LOGIN_LIFETIME: Duration = Duration::from_secs(600);
+/// The cookie binding a login form to the browser that opened the page.
+const LOGIN_COOKIE: &str = "airlock_dev_login";
+/// The window registrations are counted in.
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
+/// Most registrations per window from one source address.
+const REGISTRATIONS_PER_ADDRESS: usize = 20;
+/// Most registrations per window in total.
+const REGISTRATIONS_TOTAL: usize = 200;
 
 /// The host's confidential client at every development issuer.
 pub(crate) const HOST_CLIENT_ID: &str = "airlock-host";
@@ -109,6 +129,62 @@ struct Refresh {
     scope: String,
     resource: String,
     expires_at: u64,
+    /// The grant it descends from: the key of the grant's first refresh
+    /// token (empty in records written before families existed).
+    #[serde(default)]
+    family: String,
+    /// Redeemed: kept until it expires so that reuse is recognised.
+    #[serde(default)]
+    used: bool,
+}
+
+/// A login page's form, waiting to be submitted.
+struct PendingLogin {
+    tenant: String,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    challenge: String,
+    scope: String,
+    resource: String,
+    /// The hash of the cookie of the browser that opened the page.
+    browser: String,
+    expires: Instant,
+}
+
+/// Registrations of the last [`REGISTRATION_WINDOW`], oldest first.
+struct Registrations {
+    per_address: usize,
+    total: usize,
+    recent: VecDeque<(Option<IpAddr>, Instant)>,
+}
+
+impl Registrations {
+    /// Count a registration from `from` at `now`, or refuse it with the
+    /// seconds to wait.
+    fn admit(&mut self, from: Option<IpAddr>, now: Instant) -> Result<(), u64> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(_, t)| now.duration_since(*t) >= REGISTRATION_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        let mut mine = self.recent.iter().filter(|(a, _)| *a == from);
+        let full = if self.recent.len() >= self.total {
+            self.recent.front().map(|(_, t)| *t)
+        } else if mine.clone().count() >= self.per_address {
+            mine.next().map(|(_, t)| *t)
+        } else {
+            None
+        };
+        if let Some(oldest) = full {
+            let wait = REGISTRATION_WINDOW.saturating_sub(now.duration_since(oldest));
+            return Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
+        }
+        self.recent.push_back((from, now));
+        Ok(())
+    }
 }
 
 struct PendingCode {
@@ -131,7 +207,15 @@ pub(crate) struct DevAuth {
     host_secret: ExpectedSecret,
     clients: Tree,
     refresh: Tree,
+    /// Each refresh-token family's newest token (family → key); a revoked
+    /// family has none.
+    families: Tree,
+    /// Held while refresh records and families are read and written.
+    refresh_lock: Mutex<()>,
     codes: Mutex<HashMap<String, PendingCode>>,
+    /// Login forms by their one-time token.
+    logins: Mutex<HashMap<String, PendingLogin>>,
+    registrations: Mutex<Registrations>,
 }
 
 impl DevAuth {
@@ -156,7 +240,17 @@ impl DevAuth {
             host_secret: ExpectedSecret::new(host_secret)?,
             clients: storage.tree("dev.clients").map_err(|e| e.to_string())?,
             refresh: storage.tree("dev.refresh").map_err(|e| e.to_string())?,
+            families: storage
+                .tree("dev.refresh.families")
+                .map_err(|e| e.to_string())?,
+            refresh_lock: Mutex::new(()),
             codes: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(Registrations {
+                per_address: REGISTRATIONS_PER_ADDRESS,
+                total: REGISTRATIONS_TOTAL,
+                recent: VecDeque::new(),
+            }),
         })
     }
 
@@ -181,7 +275,11 @@ impl DevAuth {
 }
 
 /// The routes, all under `/dev/{tenant}` or the matching `/.well-known/…/dev/{tenant}`.
+/// CORS only on what browser clients read or call; never on the login page.
 pub(crate) fn router(auth: Arc<DevAuth>) -> Router {
+    let login = Router::new()
+        .route("/dev/{tenant}/authorize", get(authorize).post(login))
+        .with_state(auth.clone());
     Router::new()
         .route(
             "/.well-known/oauth-authorization-server/dev/{tenant}",
@@ -201,10 +299,10 @@ pub(crate) fn router(auth: Arc<DevAuth>) -> Router {
         )
         .route("/dev/{tenant}/jwks", get(jwks))
         .route("/dev/{tenant}/register", post(register))
-        .route("/dev/{tenant}/authorize", get(authorize).post(login))
         .route("/dev/{tenant}/token", post(token))
         .with_state(auth)
         .layer(crate::edge::public_cors())
+        .merge(login)
 }
 
 async fn metadata(State(auth): State<Arc<DevAuth>>, Path(tenant): Path<String>) -> Response {
@@ -255,6 +353,10 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     response
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn no_store(response: &mut Response) {
     response
         .headers_mut()
@@ -287,10 +389,27 @@ fn valid_redirect_uri(uri: &str) -> bool {
 async fn register(
     State(auth): State<Arc<DevAuth>>,
     Path(tenant): Path<String>,
+    extensions: Extensions,
     body: Bytes,
 ) -> Response {
     if auth.tenant(&tenant).is_none() {
         return no_issuer();
+    }
+    let from = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let admitted = lock(&auth.registrations).admit(from, Instant::now());
+    if let Err(wait) = admitted {
+        tracing::warn!(tenant, "client registrations are arriving too fast");
+        let mut response = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "too many client registrations; try again later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return response;
     }
     if body.len() > MAX_FORM_BYTES {
         return oauth_error(
@@ -416,14 +535,11 @@ fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
 impl AuthFailure {
     fn response(self, issuer: &str) -> Response {
         match self {
-            AuthFailure::Page(message) => (
+            AuthFailure::Page(message) => page(
                 StatusCode::BAD_REQUEST,
-                Html(page(
-                    "Authorization failed",
-                    &format!("<p>{}</p>", escape(message)),
-                )),
-            )
-                .into_response(),
+                "Authorization failed",
+                &format!("<p>{}</p>", escape(message)),
+            ),
             AuthFailure::Redirect {
                 redirect_uri,
                 state,
@@ -535,19 +651,64 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
+/// A page of the issuer, which no other site may frame.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:sans-serif;max-width:32em;margin:4em auto}}\
          button{{font-size:1.1em;margin:.3em;padding:.4em 1.2em}}</style></head>\
          <body><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
-    )
+    );
+    let mut response = (status, Html(html)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    no_store(&mut response);
+    response
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The value of cookie `name` in `headers`.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+impl PendingLogin {
+    /// Whether the form was made for `request` (as validated again).
+    fn is_for(&self, request: &AuthRequest) -> bool {
+        self.client_id == request.client.client_id
+            && self.redirect_uri == request.redirect_uri
+            && self.state == request.state
+            && self.challenge == request.challenge
+            && self.scope == request.scope
+            && self.resource == request.resource
+    }
 }
 
 async fn authorize(
     State(auth): State<Arc<DevAuth>>,
     Path(tenant_id): Path<String>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let Some(tenant) = auth.tenant(&tenant_id) else {
@@ -558,16 +719,48 @@ async fn authorize(
         Ok(r) => r,
         Err(f) => return f.response(&tenant.issuer),
     };
-    // A script (or a test harness) may name the demo user up front.
-    if let Some(user) = params
-        .get("login_hint")
-        .filter(|u| tenant.users.contains(u))
-    {
-        return grant_code(&auth, &tenant_id, tenant, request, user);
+    // One cookie per browser, reused across tabs: a second login page does
+    // not break the first.
+    let browser = cookie(&headers, LOGIN_COOKIE)
+        .filter(|c| {
+            c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or_else(random_token);
+    let form_token = random_token();
+    if browser.is_empty() || form_token.is_empty() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     }
-    let hidden: String = params
+    {
+        let mut logins = lock(&auth.logins);
+        let now = Instant::now();
+        logins.retain(|_, l| l.expires > now);
+        if logins.len() >= MAX_CODES {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many pending logins; try again shortly",
+            )
+                .into_response();
+        }
+        logins.insert(
+            form_token.clone(),
+            PendingLogin {
+                tenant: tenant_id.clone(),
+                client_id: request.client.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                state: request.state.clone(),
+                challenge: request.challenge.clone(),
+                scope: request.scope.clone(),
+                resource: request.resource.clone(),
+                browser: hash(&browser),
+                expires: now + LOGIN_LIFETIME,
+            },
+        );
+    }
+    let mut hidden: String = params
         .iter()
-        .filter(|(k, _)| k.as_str() != "user")
+        .filter(|(k, _)| k.as_str() != "user" && k.as_str() != "form_token")
         .map(|(k, v)| {
             format!(
                 "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
@@ -576,13 +769,19 @@ async fn authorize(
             )
         })
         .collect();
+    hidden.push_str(&format!(
+        "<input type=\"hidden\" name=\"form_token\" value=\"{form_token}\">"
+    ));
+    // `login_hint` only preselects: its user's button has the focus.
+    let hint = params.get("login_hint");
     let buttons: String = tenant
         .users
         .iter()
         .map(|u| {
             format!(
-                "<button type=\"submit\" name=\"user\" value=\"{u}\">{u}</button>",
-                u = escape(u)
+                "<button type=\"submit\" name=\"user\" value=\"{e}\"{focus}>{e}</button>",
+                e = escape(u),
+                focus = if hint == Some(u) { " autofocus" } else { "" },
             )
         })
         .collect();
@@ -600,14 +799,22 @@ async fn authorize(
         scope = escape(&request.scope),
         tenant = escape(&tenant_id),
     );
-    let mut response = Html(page("Log in to airlock (development)", &body)).into_response();
-    no_store(&mut response);
+    let mut response = page(StatusCode::OK, "Log in to airlock (development)", &body);
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={browser}; Path=/dev/{tenant_id}; HttpOnly; SameSite=Strict; Max-Age={}",
+        LOGIN_LIFETIME.as_secs()
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
+/// The login form: a code only with the page's unused one-time token, from
+/// the browser that opened the page, for the request the page was made for.
 async fn login(
     State(auth): State<Arc<DevAuth>>,
     Path(tenant_id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(tenant) = auth.tenant(&tenant_id) else {
@@ -617,12 +824,36 @@ async fn login(
         return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
     }
     let params = form(&body);
-    let request = match validate_request(&auth, &tenant_id, tenant, &params) {
-        Ok(r) => r,
-        Err(f) => return f.response(&tenant.issuer),
+    let refuse = |message| AuthFailure::Page(message).response(&tenant.issuer);
+    let Some(form_token) = params.get("form_token") else {
+        return refuse("this login form has no one-time token; start again from the app");
     };
-    let Some(user) = params.get("user").filter(|u| tenant.users.contains(u)) else {
-        return AuthFailure::Page("pick one of the demo users").response(&tenant.issuer);
+    let browser = cookie(&headers, LOGIN_COOKIE).map(|c| hash(&c));
+    let (request, user) = {
+        let mut logins = lock(&auth.logins);
+        let Some(pending) = logins
+            .get(form_token)
+            .filter(|l| l.expires > Instant::now() && l.tenant == tenant_id)
+        else {
+            return refuse(
+                "this login form was already used or has expired; start again from the app",
+            );
+        };
+        if browser.as_ref() != Some(&pending.browser) {
+            return refuse("this login form was not opened in this browser");
+        }
+        let request = match validate_request(&auth, &tenant_id, tenant, &params) {
+            Ok(r) => r,
+            Err(f) => return f.response(&tenant.issuer),
+        };
+        if !pending.is_for(&request) {
+            return refuse("this login form belongs to another authorization request");
+        }
+        let Some(user) = params.get("user").filter(|u| tenant.users.contains(u)) else {
+            return refuse("pick one of the demo users");
+        };
+        logins.remove(form_token);
+        (request, user)
     };
     grant_code(&auth, &tenant_id, tenant, request, user)
 }
@@ -640,7 +871,7 @@ fn grant_code(
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     }
     {
-        let mut codes = auth.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut codes = lock(&auth.codes);
         codes.retain(|_, c| c.expires > Instant::now());
         if codes.len() >= MAX_CODES {
             return (
@@ -684,6 +915,120 @@ struct Grant {
     user: String,
     scope: String,
     resource: String,
+    /// The redeemed refresh token whose family the new one joins; `None`
+    /// for a new grant, which starts a family.
+    rotates: Option<Rotation>,
+}
+
+struct Rotation {
+    family: String,
+    /// The redeemed token's key.
+    from: String,
+}
+
+impl DevAuth {
+    /// Redeem the refresh token stored at `key`: marked used, or, when it
+    /// was used before or is presented by another client, its whole family
+    /// revoked.
+    fn redeem_refresh(
+        &self,
+        key: &str,
+        tenant_id: &str,
+        client_id: &str,
+        scope: Option<&String>,
+        resource: Option<&String>,
+    ) -> Result<Grant, Refused> {
+        let _guard = lock(&self.refresh_lock);
+        let stored = self.refresh.get::<Refresh>(key).map_err(storage_failed)?;
+        let Some(mut stored) = stored.filter(|r| r.expires_at > now()) else {
+            return Err(Refused::bad(
+                "invalid_grant",
+                "the refresh token is unknown or expired",
+            ));
+        };
+        let legacy = stored.family.is_empty();
+        if legacy {
+            stored.family = key.to_string();
+        }
+        if stored.used || stored.tenant != tenant_id || stored.client_id != client_id {
+            // Reuse means the token leaked: whoever holds its successor
+            // loses it too.
+            self.revoke_family(&stored.family)?;
+            tracing::warn!(
+                tenant = tenant_id,
+                "a refresh token was reused; every token of its grant is revoked"
+            );
+            return Err(Refused::bad(
+                "invalid_grant",
+                "the refresh token was already used or belongs to another client;                  its grant is revoked",
+            ));
+        }
+        let scope = match scope {
+            None => stored.scope.clone(),
+            Some(s) => {
+                let granted: BTreeSet<&str> = stored.scope.split_whitespace().collect();
+                if s.split_whitespace().any(|x| !granted.contains(x)) {
+                    return Err(Refused::bad("invalid_scope", "a refresh cannot add scopes"));
+                }
+                s.split_whitespace().collect::<Vec<_>>().join(" ")
+            }
+        };
+        if let Some(r) = resource
+            && r.trim_end_matches('/') != stored.resource
+        {
+            return Err(Refused::bad(
+                "invalid_target",
+                "resource differs from the original grant",
+            ));
+        }
+        stored.used = true;
+        self.refresh.put(key, &stored).map_err(storage_failed)?;
+        if legacy {
+            self.families
+                .put(&stored.family, &key.to_string())
+                .map_err(storage_failed)?;
+        }
+        Ok(Grant {
+            tenant: stored.tenant,
+            client_id: stored.client_id,
+            user: stored.user,
+            scope,
+            resource: stored.resource,
+            rotates: Some(Rotation {
+                family: stored.family,
+                from: key.to_string(),
+            }),
+        })
+    }
+
+    /// Revoke `family`: its newest token goes, and no token joins it again.
+    /// Older ones are all used already. Call with `refresh_lock` held.
+    fn revoke_family(&self, family: &str) -> Result<(), Refused> {
+        if let Some(newest) = self
+            .families
+            .take::<String>(family)
+            .map_err(storage_failed)?
+            && let Some(record) = self
+                .refresh
+                .get::<Refresh>(&newest)
+                .map_err(storage_failed)?
+            && !record.used
+        {
+            self.refresh
+                .take::<Refresh>(&newest)
+                .map_err(storage_failed)?;
+        }
+        Ok(())
+    }
+}
+
+fn storage_failed(e: crate::storage::StorageError) -> Refused {
+    tracing::error!(error = %e, "cannot read or write refresh tokens");
+    Refused {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        error: "server_error",
+        description: "refresh tokens are unavailable",
+    }
 }
 
 async fn token(
@@ -768,57 +1113,22 @@ async fn token(
                 user: pending.user,
                 scope: pending.scope,
                 resource: pending.resource,
+                rotates: None,
             }
         }
         Some("refresh_token") => {
             let Some(presented) = p.get("refresh_token") else {
                 return bad("invalid_request", "refresh_token is missing");
             };
-            let key = hex::encode(Sha256::digest(presented.as_bytes()));
-            let stored = match auth.refresh.take::<Refresh>(&key) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read refresh tokens");
-                    return oauth_error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
-                        "refresh tokens are unavailable",
-                    );
-                }
-            };
-            let Some(stored) = stored.filter(|r| r.expires_at > now()) else {
-                return bad(
-                    "invalid_grant",
-                    "the refresh token is unknown, used or expired",
-                );
-            };
-            if stored.tenant != tenant_id || &stored.client_id != client_id {
-                return bad(
-                    "invalid_grant",
-                    "the refresh token belongs to another client",
-                );
-            }
-            let scope = match p.get("scope") {
-                None => stored.scope.clone(),
-                Some(s) => {
-                    let granted: BTreeSet<&str> = stored.scope.split_whitespace().collect();
-                    if s.split_whitespace().any(|x| !granted.contains(x)) {
-                        return bad("invalid_scope", "a refresh cannot add scopes");
-                    }
-                    s.split_whitespace().collect::<Vec<_>>().join(" ")
-                }
-            };
-            if let Some(r) = p.get("resource")
-                && r.trim_end_matches('/') != stored.resource
-            {
-                return bad("invalid_target", "resource differs from the original grant");
-            }
-            Grant {
-                tenant: stored.tenant,
-                client_id: stored.client_id,
-                user: stored.user,
-                scope,
-                resource: stored.resource,
+            match auth.redeem_refresh(
+                &hash(presented),
+                &tenant_id,
+                client_id,
+                p.get("scope"),
+                p.get("resource"),
+            ) {
+                Ok(grant) => grant,
+                Err(refused) => return refused.response(),
             }
         }
         Some(_) => {
@@ -853,6 +1163,14 @@ fn issue(auth: &DevAuth, tenant: &TenantIssuer, grant: Grant) -> Response {
         }
     };
     let refresh = random_token();
+    if refresh.is_empty() {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "no randomness",
+        );
+    }
+    let key = hash(&refresh);
     let record = Refresh {
         tenant: grant.tenant,
         client_id: grant.client_id,
@@ -860,14 +1178,35 @@ fn issue(auth: &DevAuth, tenant: &TenantIssuer, grant: Grant) -> Response {
         scope: grant.scope.clone(),
         resource: grant.resource,
         expires_at: now() + REFRESH_TOKEN_LIFETIME.as_secs(),
+        family: match &grant.rotates {
+            Some(r) => r.family.clone(),
+            None => key.clone(),
+        },
+        used: false,
     };
-    let key = hex::encode(Sha256::digest(refresh.as_bytes()));
-    if refresh.is_empty() || auth.refresh.put(&key, &record).is_err() {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "cannot store the refresh token",
-        );
+    {
+        let _guard = lock(&auth.refresh_lock);
+        // A family revoked since its token was redeemed takes no successor.
+        if let Some(r) = &grant.rotates {
+            match auth.families.get::<String>(&r.family) {
+                Ok(Some(newest)) if newest == r.from => {}
+                Ok(_) => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "the refresh token's grant was revoked",
+                    );
+                }
+                Err(e) => return storage_failed(e).response(),
+            }
+        }
+        let stored = auth
+            .refresh
+            .put(&key, &record)
+            .and_then(|()| auth.families.put(&record.family, &key));
+        if let Err(e) = stored {
+            return storage_failed(e).response();
+        }
     }
     let mut response = axum::Json(json!({
         "access_token": access,
@@ -1691,6 +2030,61 @@ mod tests {
         }
     }
 
+    /// Open the login page for `query` and submit its form as `user`: the
+    /// page's answer when it is not the login page, else the form's.
+    async fn log_in(auth: Arc<DevAuth>, query: String, user: &str) -> Response {
+        let page = authorize(
+            State(auth.clone()),
+            Path("acme".to_string()),
+            HeaderMap::new(),
+            RawQuery(Some(query.clone())),
+        )
+        .await;
+        if page.status() != StatusCode::OK {
+            return page;
+        }
+        let cookie = page.headers()[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let html = axum::body::to_bytes(page.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let html = String::from_utf8(html.to_vec()).unwrap();
+        let token = html.split("name=\"form_token\" value=\"").nth(1).unwrap();
+        let token = token.split('"').next().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        let body = format!("{query}&user={user}&form_token={token}");
+        login(
+            State(auth),
+            Path("acme".to_string()),
+            headers,
+            Bytes::from(body),
+        )
+        .await
+    }
+
+    #[test]
+    fn registrations_are_limited_per_address_and_in_total() {
+        let mut limit = Registrations {
+            per_address: 2,
+            total: 3,
+            recent: VecDeque::new(),
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let a = Some(IpAddr::from([127, 0, 0, 1]));
+        let b = Some(IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(limit.admit(a, at(0)), Ok(()));
+        assert_eq!(limit.admit(a, at(10)), Ok(()));
+        // a's third within the minute waits until its first is a minute old.
+        assert_eq!(limit.admit(a, at(15)), Err(45));
+        assert_eq!(limit.admit(b, at(20)), Ok(()));
+        // Three in total: nobody else either.
+        assert_eq!(limit.admit(None, at(30)), Err(30));
+        assert_eq!(limit.admit(a, at(60)), Ok(()));
+        assert_eq!(limit.admit(None, at(70)), Ok(()));
+    }
+
     #[tokio::test]
     async fn the_connect_client_is_preregistered_public_and_pkce_bound() {
         let f = fixture();
@@ -1703,7 +2097,6 @@ mod tests {
                 ("client_id", CONNECT_CLIENT_ID),
                 ("redirect_uri", redirect),
                 ("state", "st"),
-                ("login_hint", "alice"),
             ];
             if pkce {
                 q.extend([
@@ -1714,11 +2107,7 @@ mod tests {
             let query = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(q)
                 .finish();
-            authorize(
-                State(f.auth.clone()),
-                Path("acme".to_string()),
-                RawQuery(Some(query)),
-            )
+            log_in(f.auth.clone(), query, "alice")
         };
         let location = |r: &Response| {
             url::Url::parse(r.headers()[header::LOCATION].to_str().unwrap()).unwrap()

@@ -119,7 +119,7 @@ impl CalendarClient {
         Ok(CalendarClient {
             client_id: client_id(tenant),
             name: format!("airlock ({tenant})"),
-            redirect_uri: format!("{url}/connect/{tenant}/callback"),
+            redirect_uri: format!("{url}/connect/{tenant}/callback/calendar"),
             secret: ExpectedSecret::new(secret)?,
         })
     }
@@ -613,7 +613,7 @@ mod tests {
     impl Fixture {
         async fn authorize(&self, extra: &[(&str, &str)]) -> Response {
             let c = challenge();
-            let redirect = format!("{URL}/connect/acme/callback");
+            let redirect = format!("{URL}/connect/acme/callback/calendar");
             let mut p = vec![
                 ("response_type", "code"),
                 ("client_id", "airlock-acme"),
@@ -693,7 +693,7 @@ mod tests {
         }
 
         async fn redeem(&self, code: &str) -> (StatusCode, serde_json::Value) {
-            let redirect = format!("{URL}/connect/acme/callback");
+            let redirect = format!("{URL}/connect/acme/callback/calendar");
             self.token(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
@@ -776,7 +776,7 @@ mod tests {
         let to = location(&response);
         assert!(
             to.as_str()
-                .starts_with(&format!("{URL}/connect/acme/callback?"))
+                .starts_with(&format!("{URL}/connect/acme/callback/calendar?"))
         );
         let p = pairs(&to);
         assert_eq!(p["error"], "access_denied");
@@ -879,7 +879,7 @@ mod tests {
     #[tokio::test]
     async fn codes_are_bound_to_client_redirect_and_verifier() {
         let f = fixture();
-        let redirect = format!("{URL}/connect/acme/callback");
+        let redirect = format!("{URL}/connect/acme/callback/calendar");
         // Another client (globex's, with its own secret) cannot redeem acme's code.
         let code = f.code("alice").await;
         let (status, body) = f

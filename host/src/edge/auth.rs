@@ -36,6 +36,12 @@ pub enum AuthError {
     InvalidToken(&'static str),
     /// A valid token without the scopes this endpoint needs.
     InsufficientScope(String),
+    /// The token's issuer has not given its keys yet and cannot be reached:
+    /// the token could not be judged. Try again in `retry_after_s` seconds.
+    IssuerUnavailable {
+        /// Seconds until the next attempt to reach the issuer.
+        retry_after_s: u64,
+    },
 }
 
 /// What a challenge needs to point the client at.
@@ -52,8 +58,21 @@ fn quoted(s: &str) -> String {
 }
 
 impl AuthError {
-    /// The HTTP response: status, `WWW-Authenticate` and a small JSON body.
+    /// The HTTP response: status, `WWW-Authenticate` and a small JSON body;
+    /// for an unreachable issuer, 503 with `Retry-After` and no challenge
+    /// (the token was not found wanting, so there is nothing to fix).
     pub fn response(&self, challenge: &Challenge<'_>) -> Response {
+        if let AuthError::IssuerUnavailable { retry_after_s } = self {
+            let body = serde_json::json!({
+                "error": "temporarily_unavailable",
+                "error_description": "the token's issuer cannot be reached to check it; try again later",
+            });
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            return response;
+        }
         let mut params = Vec::new();
         let (status, error, description) = match self {
             AuthError::Missing => (StatusCode::UNAUTHORIZED, None, "a bearer token is required"),
@@ -63,6 +82,11 @@ impl AuthError {
                 StatusCode::FORBIDDEN,
                 Some("insufficient_scope"),
                 "the token lacks a required scope",
+            ),
+            AuthError::IssuerUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("temporarily_unavailable"),
+                "the token's issuer cannot be reached",
             ),
         };
         if let Some(error) = error {
@@ -211,13 +235,19 @@ pub async fn validate(
         "the token's issuer is not trusted here",
     ))?;
     let key = issuer_keys
-        .key(&keys.http, header.kid.as_deref())
+        .key(header.kid.as_deref())
         .await
         .map_err(|e| match e {
             KeyError::UnknownKid(_) => {
                 AuthError::InvalidToken("the token was signed with an unknown key")
             }
-            KeyError::Unavailable => AuthError::InvalidToken("the issuer's keys are unavailable"),
+            // Whole seconds, rounded up: never "retry now" while backing off.
+            KeyError::Unavailable { retry_after } => AuthError::IssuerUnavailable {
+                retry_after_s: retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0))
+                    .max(1),
+            },
         })?;
     let mut validation = Validation::new(header.alg);
     validation.algorithms = vec![header.alg];

@@ -3,6 +3,8 @@
 //! that reads `Authorization`; everything behind it receives a [`Principal`].
 
 mod auth;
+#[cfg(test)]
+mod fuzz_tests;
 mod jwks;
 mod principal;
 mod sessions;

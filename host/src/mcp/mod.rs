@@ -125,6 +125,7 @@ impl McpHandler {
         &self,
         elicitation: UrlElicitation,
         context: &RequestContext<RoleServer>,
+        waiter: &str,
     ) -> Result<CallToolResponse, McpError> {
         let url_capable = context
             .client_capabilities()
@@ -160,6 +161,7 @@ impl McpHandler {
         let id = elicitation.id.clone();
         self.invoker.on_elicitation_complete(
             &elicitation.id,
+            waiter,
             Box::new(move || {
                 let notification = ServerNotification::CustomNotification(CustomNotification::new(
                     "notifications/elicitation/complete",
@@ -211,6 +213,21 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = caller(&context)?;
+        // A retry after the user declined (or dismissed) what was asked
+        // ends here: asking again would loop.
+        if let Some(responses) = &request.input_responses
+            && responses.values().any(|r| {
+                matches!(
+                    r.get("action").and_then(|a| a.as_str()),
+                    Some("decline" | "cancel")
+                )
+            })
+        {
+            return Ok(error_result(
+                "The user declined what this tool asked for, so it did not run.".into(),
+            )
+            .into());
+        }
         let outcome = self
             .invoker
             .call(Call {
@@ -252,7 +269,8 @@ impl ServerHandler for McpHandler {
                 ));
             }
             Err(InvokeError::InputRequired(elicitation)) => {
-                return self.input_required(elicitation, &context);
+                let waiter = caller.session.as_ref().map_or("", |s| s.id());
+                return self.input_required(elicitation, &context, waiter);
             }
             Err(InvokeError::Call(e)) => error_result(e.to_string()),
         };

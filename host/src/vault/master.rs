@@ -53,6 +53,7 @@ impl MasterKey {
                         format!("cannot read the vault master key file {}: {e}", path.display())
                     })
                 })?);
+                warn_if_readable_by_others(path);
                 Self::parse(&text).map_err(|why| {
                     VaultError::MasterKey(format!(
                         "the vault master key file {}: {why}",
@@ -197,6 +198,25 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+/// A key file others may read is worth a warning (not a refusal: secret
+/// mounts are often 0644 inside a container nobody else shares).
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the vault master key file can be read by other users; make it 0600"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 #[cfg(test)]

@@ -398,6 +398,56 @@ impl Vault {
         self.store.put(Space::Records, &stored_key, &bytes)
     }
 
+    /// Replace the record at `key` with `tokens` (`None`: remove it), only
+    /// if it still holds the access token `expected`; whether it did. A
+    /// refresh that raced a disconnect or a new connection changes nothing.
+    pub fn replace_if(
+        &self,
+        key: &RecordKey,
+        expected: &Secret,
+        tokens: Option<&TokenSet>,
+    ) -> Result<bool, VaultError> {
+        let stored_key = key.encode();
+        // A rotation may re-seal the record meanwhile (same tokens, other
+        // bytes): then read it again.
+        for _ in 0..8 {
+            let state = self.tenant_ready(&key.tenant)?;
+            let Some(old) = self.store.get(Space::Records, &stored_key)? else {
+                return Ok(false);
+            };
+            let current = open_record(&state, key, &old)?;
+            if current.access_token.expose() != expected.expose() {
+                return Ok(false);
+            }
+            let new = match tokens {
+                Some(tokens) => {
+                    let created_at = serde_json::from_slice::<RecordDoc>(&old)
+                        .ok()
+                        .map(|doc| doc.meta.created_at);
+                    let now = now();
+                    let meta = StoredMeta {
+                        scopes: tokens.scopes.clone(),
+                        expires_at: tokens.expires_at,
+                        created_at: created_at.unwrap_or(now),
+                        updated_at: now,
+                        has_refresh_token: tokens.refresh_token.is_some(),
+                    };
+                    Some(seal_record(&state, key, meta, tokens)?)
+                }
+                None => None,
+            };
+            if self.store.compare_and_swap(
+                Space::Records,
+                &stored_key,
+                Some(&old),
+                new.as_deref(),
+            )? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Remove the record at `key`; whether there was one.
     pub fn remove(&self, key: &RecordKey) -> Result<bool, VaultError> {
         self.store.remove(Space::Records, &key.encode())
