@@ -16,6 +16,7 @@ mod hostile;
 mod jwks;
 mod leaks;
 mod loading;
+mod logs;
 mod mcp;
 mod memory;
 mod serve;

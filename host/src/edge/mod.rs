@@ -9,6 +9,7 @@ mod jwks;
 mod principal;
 mod sessions;
 mod trace;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct Edge {
     config: Arc<Config>,
     keys: KeyCache,
     sessions: SessionBindings,
+    warnings: warnings::Warnings,
 }
 
 impl std::fmt::Debug for Edge {
@@ -70,6 +72,7 @@ impl Edge {
         Ok(Edge {
             keys: KeyCache::new(issuers).map_err(EdgeError)?,
             sessions: SessionBindings::new(config.server.sessions),
+            warnings: warnings::Warnings::default(),
             config,
         })
     }
@@ -267,6 +270,9 @@ async fn guard(
         return StatusCode::NOT_FOUND.into_response();
     };
     if !origin_allowed(&edge.config, request.headers()) {
+        if let Some(suppressed) = edge.warnings.admit(&format!("origin|{}", tenant.id)) {
+            tracing::warn!(tenant = %tenant.id, suppressed, "a browser origin that is not allowed was refused");
+        }
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let challenge = Challenge {
@@ -288,7 +294,9 @@ async fn guard(
     {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(tenant = %tenant.id, reason = ?e, "request refused at the edge");
+            if let Some(suppressed) = edge.warnings.admit(&format!("token|{}|{e:?}", tenant.id)) {
+                tracing::warn!(tenant = %tenant.id, reason = ?e, suppressed, "a bearer token was refused");
+            }
             return e.response(&challenge);
         }
     };
