@@ -141,3 +141,59 @@ async fn initialize_past_the_total_cap_gets_503_and_stateless_calls_go_on() {
         .expect("body");
     assert!(body.contains("still here"), "{body}");
 }
+
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// The attack that opened 104,000 sessions with one token: now that token
+/// holds at most its 32, and resident memory stays flat while it tries.
+#[test]
+fn one_token_opening_thousands_of_sessions_stays_bounded() {
+    if airlock_tests::in_child_process(
+        "sessions::one_token_opening_thousands_of_sessions_stays_bounded",
+        "AIRLOCK_SESSIONS_CHILD",
+    ) {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (server, idp) = start("").await;
+        // Warm up, then measure.
+        for _ in 0..100 {
+            initialize(&server, &idp, "mallory").await;
+        }
+        let before = resident_bytes();
+        let mut last = Vec::new();
+        for _ in 0..3_000 {
+            let (status, session, _, _) = initialize(&server, &idp, "mallory").await;
+            assert_eq!(status, 200);
+            last.push(session.expect("a session"));
+        }
+        let grown = resident_bytes().saturating_sub(before);
+        // 32 live sessions at ~55 KB each, plus allocator slack.
+        assert!(
+            grown < 24 << 20,
+            "resident memory grew by {} MiB",
+            grown >> 20
+        );
+        let live = futures_util::future::join_all(
+            last.iter()
+                .rev()
+                .take(40)
+                .map(|s| use_session(&server, &idp, "mallory", s)),
+        )
+        .await;
+        assert_eq!(live.iter().filter(|s| **s == 200).count(), 32, "{live:?}");
+    });
+}
