@@ -14,7 +14,7 @@ use airlock_host::delegate::{
 use airlock_host::envelope::Envelope;
 use airlock_host::sandbox::{CallError, ToolErrorKind};
 use airlock_tests::client::{connect, tool_names};
-use airlock_tests::dev::Dev;
+use airlock_tests::dev::{Dev, form_token};
 use airlock_tests::{TestHost, envelope, guests};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -135,12 +135,7 @@ impl DevCalendar {
             .expect("cookie pair")
             .to_string();
         let html = page.text().await.expect("html");
-        let form_token = html
-            .split("name=\"form_token\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("form token")
-            .to_string();
+        let form_token = form_token(&html).expect("form token").to_string();
         Consent {
             form_token,
             cookie,
@@ -592,19 +587,10 @@ async fn the_calendar_tool_lists_the_connected_accounts_events() {
 
     // airlock dev installs the tool in both demo tenants.
     for (tenant, user) in [("acme", "alice"), ("globex", "carol")] {
-        let data = dev.data.path().display().to_string();
-        let args = [
-            "airlock", "token", "--tenant", tenant, "--user", user, "--data", &data,
-        ]
-        .map(String::from)
-        .to_vec();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = airlock_host::cli::run(args, &mut out, &mut err).await;
-        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
-        let token = String::from_utf8(out).expect("utf8");
+        let token = dev.user_token(tenant, user).await;
         let client = connect(
             &format!("{}/mcp/{tenant}", dev.url),
-            token.trim(),
+            &token,
             &ProtocolVersion::V_2026_07_28,
         )
         .await;

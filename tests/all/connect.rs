@@ -531,19 +531,13 @@ async fn airlock_dev_shows_the_whole_connect_loop_with_the_calendar_tool() {
                     .into_owned()
                     .collect();
                 form.push(("user".into(), user.into()));
-                let form_token = html
-                    .split("name=\"form_token\" value=\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .expect("the login form's token");
+                let form_token =
+                    airlock_tests::dev::form_token(&html).expect("the login form's token");
                 form.push(("form_token".into(), form_token.into()));
                 next = (reqwest::Method::POST, at.clone(), form);
             } else if path.ends_with("/dev/calendar/authorize") && status == 200 {
                 // The provider's consent page.
-                let form_token = html
-                    .split("name=\"form_token\" value=\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
+                let form_token = airlock_tests::dev::form_token(&html)
                     .expect("form token")
                     .to_string();
                 next = (

@@ -105,20 +105,6 @@ impl Demo {
             .expect("sign")
     }
 
-    /// A user's access token for the tenant's MCP endpoint, from `airlock token`.
-    async fn user_token(&self, tenant: &str, user: &str) -> String {
-        let data = self.data.path().display().to_string();
-        let args = [
-            "airlock", "token", "--tenant", tenant, "--user", user, "--data", &data,
-        ]
-        .map(String::from)
-        .to_vec();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = airlock_host::cli::run(args, &mut out, &mut err).await;
-        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
-        String::from_utf8(out).expect("utf8").trim().to_string()
-    }
-
     /// RFC 8693 token exchange at `tenant`'s issuer as client `id:secret`.
     async fn exchange(
         &self,

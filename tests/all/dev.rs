@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use airlock_tests::client::{connect, tool_names};
-use airlock_tests::dev::Dev;
+use airlock_tests::dev::{Dev, form_token};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
@@ -128,12 +128,7 @@ async fn login_page(endpoint: &str, params: &[(&str, &str)]) -> LoginPage {
     let status = page.status().as_u16();
     let headers = page.headers().clone();
     let html = page.text().await.expect("html");
-    let form_token = html
-        .split("name=\"form_token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_default()
-        .to_string();
+    let form_token = form_token(&html).unwrap_or_default().to_string();
     let cookie = headers
         .get("set-cookie")
         .and_then(|c| c.to_str().ok())

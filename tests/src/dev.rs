@@ -8,6 +8,13 @@ use airlock_host::envelope::KeyRing;
 
 use crate::guests;
 
+/// The one-time `form_token` of the form on an HTML page.
+pub fn form_token(html: &str) -> Option<&str> {
+    html.split("name=\"form_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+}
+
 /// A running `airlock dev`; its serving task is aborted on drop.
 pub struct Dev {
     /// Where it listens, `http://127.0.0.1:{port}`.
@@ -60,6 +67,20 @@ impl Dev {
             hooks,
             task,
         }
+    }
+
+    /// A user's access token for the tenant's MCP endpoint, from `airlock token`.
+    pub async fn user_token(&self, tenant: &str, user: &str) -> String {
+        let data = self.data.path().display().to_string();
+        let args = [
+            "airlock", "token", "--tenant", tenant, "--user", user, "--data", &data,
+        ]
+        .map(String::from)
+        .to_vec();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = airlock_host::cli::run(args, &mut out, &mut err).await;
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+        String::from_utf8(out).expect("utf8").trim().to_string()
     }
 
     /// The secret file `data/dev/{file}`, checked to be private (0600).

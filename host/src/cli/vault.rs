@@ -174,21 +174,32 @@ fn execute(
             db.display()
         ));
     }
-    match Storage::open(&db) {
+    // A host that just stopped (or a process that just dropped the
+    // database) can hold its lock for a moment: with no admin socket to
+    // talk to, wait for the lock a little before giving up.
+    let socket = admin::socket_path(data);
+    let mut opened = Storage::open(&db);
+    for _ in 0..30 {
+        match &opened {
+            Err(e) if e.is_locked() && !socket.exists() => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                opened = Storage::open(&db);
+            }
+            _ => break,
+        }
+    }
+    match opened {
         Ok(storage) => {
             let vault = Vault::open(&storage, key).map_err(|e| e.to_string())?;
             Ok(admin::handle(&vault, request.clone()))
         }
-        Err(e) if e.is_locked() => {
-            let socket = admin::socket_path(data);
-            admin::request(&socket, request).map_err(|e| {
-                format!(
-                    "the database in {} is in use by a running airlock, and it does not answer on \
+        Err(e) if e.is_locked() => admin::request(&socket, request).map_err(|e| {
+            format!(
+                "the database in {} is in use by a running airlock, and it does not answer on \
                      its vault admin socket ({e})",
-                    db.display()
-                )
-            })
-        }
+                db.display()
+            )
+        }),
         Err(e) => Err(e.to_string()),
     }
 }
