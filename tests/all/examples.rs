@@ -205,3 +205,33 @@ async fn services_the_envelope_does_not_grant_are_refused() {
     );
     assert!(service.seen().is_empty());
 }
+
+#[tokio::test]
+async fn tickets_describes_its_tools_and_needs_its_service() {
+    let host = TestHost::new();
+    let tickets = host.load(guests::TICKETS).await;
+    let mut names: Vec<&str> = tickets.tools().iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["list_tickets", "open_ticket"]);
+    assert!(
+        tickets
+            .imports()
+            .iter()
+            .all(|i| i.starts_with("airlock:tool/"))
+    );
+    // Without a tickets service the tool says so; it never reaches anything.
+    let err = host
+        .call(&tickets, "list_tickets", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CallError::Tool {
+                kind: ToolErrorKind::Denied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
