@@ -44,6 +44,7 @@ pub struct Invoker {
     delegation: Arc<dyn Delegation>,
     audit: Arc<AuditLog>,
     connector: Option<Arc<Connector>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Invoker {
@@ -65,7 +66,14 @@ impl Invoker {
             delegation,
             audit,
             connector: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count calls into `metrics` (by default, a registry of its own).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Calls that find an account not connected can tell the caller when
@@ -154,7 +162,7 @@ impl TenantInvoker {
         let who = CallIdentity::from(&*envelope);
         let start = audit.append(Entry::start(who.clone(), arguments.as_bytes()));
         let delegate = self.shared.delegation.for_call(principal.token().expose());
-        let run = self.shared.sandbox.call(
+        let run = self.shared.sandbox.call_metered(
             &tool.component,
             CallRequest {
                 envelope: envelope.clone(),
@@ -162,7 +170,7 @@ impl TenantInvoker {
                 delegate: delegate.clone(),
             },
         );
-        let (started, outcome) = tokio::join!(start, run);
+        let (started, (outcome, cpu)) = tokio::join!(start, run);
         let end = audit
             .append(Entry::end(
                 who,
@@ -174,11 +182,24 @@ impl TenantInvoker {
                     },
                     error_kind: outcome.as_ref().err().map(|e| e.code().to_string()),
                     duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    cpu_ms: None,
+                    cpu_ms: cpu.map(|c| u64::try_from(c.as_millis()).unwrap_or(u64::MAX)),
                     output_bytes: outcome.as_ref().map_or(0, |o| o.encoded_bytes as u64),
                 },
             ))
             .await;
+        let metrics = &self.shared.metrics;
+        if let Err(CallError::Busy { scope }) = &outcome {
+            let scope = match scope {
+                crate::sandbox::BusyScope::Host => "host",
+                crate::sandbox::BusyScope::Tenant => "tenant",
+            };
+            metrics.busy(envelope.tenant(), scope);
+        }
+        let code = outcome.as_ref().err().map_or("ok", CallError::code);
+        metrics.call(envelope.tenant(), envelope.tool(), code, began.elapsed());
+        if let Some(cpu) = cpu {
+            metrics.call_cpu(envelope.tenant(), cpu);
+        }
         if let Err(e) = started.and(end) {
             tracing::error!(
                 tenant = %envelope.tenant(), trace_id = %envelope.trace_id(), error = %e,

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod envelope;
 pub mod invoke;
 pub mod mcp;
+pub mod metrics;
 pub mod registry;
 pub mod sandbox;
 pub mod server;

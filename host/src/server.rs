@@ -7,6 +7,7 @@ mod listen;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +23,7 @@ use crate::edge::{self, Edge};
 use crate::envelope::KeyRing;
 use crate::invoke::{Invoker, TenantInvoker, TenantPolicy};
 use crate::mcp::{self, McpHandler, TransportSettings};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::storage::Storage;
@@ -84,6 +86,11 @@ pub struct Host {
     audit: Arc<AuditLog>,
     vault: Option<Arc<Vault>>,
     data_dir: std::path::PathBuf,
+    metrics: Arc<Metrics>,
+    /// The `/metrics` listener, bound when the host was built.
+    metrics_listener: Option<tokio::net::TcpListener>,
+    /// Set once shutdown begins: `/readyz` answers 503 from then on.
+    draining: Arc<AtomicBool>,
 }
 
 /// Checkpoints of the audit trail are signed with the envelope key ring.
@@ -143,6 +150,7 @@ impl Host {
         delegate: Option<Arc<dyn Delegate>>,
     ) -> Result<Self, ServeError> {
         let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
         create_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -158,15 +166,22 @@ impl Host {
             max_concurrent_calls: config.server.max_concurrent_calls,
             max_concurrent_calls_per_tenant: config.server.max_concurrent_calls_per_tenant,
             queue_timeout: config.server.queue_timeout,
+            guest_threads: config.server.guest_threads,
+            tenant_weights: config
+                .tenants
+                .iter()
+                .map(|(id, t)| (id.clone(), t.weight))
+                .collect(),
             cache_dir: Some(config.data_dir.join("compiled")),
             ..SandboxSettings::default()
         })?);
+        sandbox.set_metrics(metrics.clone());
         let registry = Registry::build(&config, &sandbox).await?;
         let vault = match uses_vault(&config) {
             true => Some(Arc::new(Vault::open(&storage, &config.vault_key)?)),
             false => None,
         };
-        let edge = Arc::new(Edge::new(config.clone())?);
+        let edge = Arc::new(Edge::with_metrics(config.clone(), metrics.clone())?);
         let connector = match &vault {
             Some(vault) if config.tenants.values().any(|t| t.connect.is_some()) => Some(Arc::new(
                 Connector::new(&config, edge.clone(), vault.clone())?,
@@ -182,7 +197,8 @@ impl Host {
                 connector.clone(),
             )?)),
         };
-        let mut invoker = Invoker::new(sandbox, delegation, audit.clone());
+        let mut invoker =
+            Invoker::new(sandbox, delegation, audit.clone()).with_metrics(metrics.clone());
         if let Some(connector) = &connector {
             invoker = invoker.with_connector(connector.clone());
         }
@@ -208,7 +224,10 @@ impl Host {
             };
             services.insert(tenant.clone(), mcp::service(handler, settings));
         }
-        let mut router = edge::router(edge, services).merge(envelope_keys(keys));
+        let draining = Arc::new(AtomicBool::new(false));
+        let mut router = edge::router(edge, services)
+            .merge(envelope_keys(keys))
+            .merge(health(storage.clone(), draining.clone()));
         if let Some(connector) = connector {
             router = router.merge(connect::router(connector));
         }
@@ -221,6 +240,15 @@ impl Host {
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
                 config.server.max_request_bytes,
             ));
+        let metrics_listener = match config.server.metrics_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} for metrics: {e}"),
+                )
+            })?),
+            None => None,
+        };
         Ok(Host {
             router,
             shutdown,
@@ -234,7 +262,23 @@ impl Host {
             audit,
             vault,
             data_dir: config.data_dir.clone(),
+            metrics,
+            metrics_listener,
+            draining,
         })
+    }
+
+    /// The host's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics` is served (`[server] metrics_listen`, bound when the
+    /// host was built: a port 0 there is chosen by the system).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The vault, when the configuration uses one.
@@ -284,10 +328,27 @@ impl Host {
                 }
             })
         });
+        // `/metrics` on its own listener, until the main one has stopped.
+        let metrics_stop = CancellationToken::new();
+        let metrics_served = self.metrics_listener.map(|listener| {
+            let stop = metrics_stop.clone();
+            let limits = listen::ConnectionLimits {
+                max_connections: 16,
+                ..self.connections
+            };
+            tokio::spawn(listen::serve(
+                listener,
+                metrics_router(self.metrics.clone()),
+                limits,
+                async move { stop.cancelled().await },
+            ))
+        });
         let shutdown = self.shutdown.clone();
         let grace = self.grace;
+        let draining = self.draining.clone();
         let stopping = async move {
             signal.await;
+            draining.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: finishing in-flight requests");
             // Long-lived event streams never end by themselves: close them
             // once in-flight calls have had their time.
@@ -301,6 +362,10 @@ impl Host {
         let served = listen::serve(listener, self.router, self.connections, stopping).await;
         self.shutdown.cancel();
         admin_stop.cancel();
+        metrics_stop.cancel();
+        if let Some(served) = metrics_served {
+            let _ = served.await;
+        }
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -382,6 +447,47 @@ fn envelope_keys(keys: Arc<KeyRing>) -> Router {
     Router::new().route(
         "/.well-known/jwks.json",
         axum::routing::get(handler).layer(edge::public_cors()),
+    )
+}
+
+/// `GET /healthz` (the process answers: 200 `ok`) and `GET /readyz` (200
+/// while the database answers and shutdown has not begun, else 503): no
+/// token, no work beyond one in-memory read. A host exists only once its
+/// components are loaded and its storage, keys and audit trail are open.
+fn health(storage: Storage, draining: Arc<AtomicBool>) -> Router {
+    use axum::http::StatusCode;
+    let ready = move || {
+        let storage = storage.clone();
+        let draining = draining.clone();
+        async move {
+            if draining.load(Ordering::Relaxed) {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            } else if !storage.is_usable() {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+            } else {
+                (StatusCode::OK, "ready")
+            }
+        }
+    };
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(ready))
+}
+
+/// `GET /metrics` in the Prometheus text format, for the metrics listener.
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    use axum::http::header;
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    metrics.encode(),
+                )
+            }
+        }),
     )
 }
 

@@ -19,6 +19,7 @@ fn settings(global: u32, per_tenant: u32) -> SandboxSettings {
 
 const SPIN: Limits = Limits {
     timeout: Duration::from_millis(1500),
+    cpu: Duration::from_secs(2),
     memory_bytes: 16 * 1024 * 1024,
     output_bytes: 1024 * 1024,
     content_blocks: 16,

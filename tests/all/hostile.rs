@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 fn tight() -> Limits {
     Limits {
         timeout: Duration::from_millis(500),
+        cpu: Duration::from_secs(2),
         memory_bytes: 16 * 1024 * 1024,
         output_bytes: 64 * 1024,
         log_lines: 50,

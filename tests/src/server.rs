@@ -15,6 +15,9 @@ use crate::guests;
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// `http://ADDR/metrics` when the configuration sets
+    /// `[server] metrics_listen` (`"127.0.0.1:0"` picks a free port).
+    pub metrics_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
     _data: Option<tempfile::TempDir>,
@@ -78,6 +81,7 @@ impl TestServer {
             None => Host::build(config).await,
         }
         .unwrap_or_else(|e| panic!("host builds: {e}"));
+        let metrics_url = host.metrics_addr().map(|a| format!("http://{a}/metrics"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             host.serve(listener, async {
@@ -88,6 +92,7 @@ impl TestServer {
         });
         TestServer {
             url,
+            metrics_url,
             stop: Some(stop),
             task: Some(task),
             _data: Some(data),

@@ -75,6 +75,7 @@ struct RawServer {
     max_concurrent_calls: Option<u32>,
     max_concurrent_calls_per_tenant: Option<u32>,
     queue_timeout_ms: Option<u64>,
+    guest_threads: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_request_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
@@ -83,6 +84,7 @@ struct RawServer {
     max_sessions: Option<usize>,
     max_sessions_per_user: Option<usize>,
     session_idle_timeout_s: Option<u64>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,11 +104,22 @@ struct RawTenant {
     #[serde(default)]
     install: Vec<RawInstall>,
     audit_fail_closed: Option<bool>,
+    weight: Option<u32>,
     #[serde(default)]
     services: BTreeMap<String, services::RawService>,
     connect: Option<connect::RawConnect>,
     #[serde(default)]
     providers: BTreeMap<String, connect::RawProvider>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests_per_second: Option<f64>,
+    burst: Option<u32>,
+    per_user_requests_per_second: Option<f64>,
+    per_user_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +153,7 @@ struct RawInstall {
 struct RawLimits {
     memory_mib: Option<usize>,
     timeout_ms: Option<u64>,
+    cpu_ms: Option<u64>,
     output_kib: Option<usize>,
     content_blocks: Option<u32>,
     delegate_calls: Option<u32>,
@@ -209,6 +223,26 @@ pub struct InstallConfig {
     pub services: Vec<String>,
 }
 
+/// A sustained request rate with a burst: a token bucket that holds `burst`
+/// tokens and gains one every `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// The time one request's token takes to come back (1 / requests per second).
+    pub interval: Duration,
+    /// Most requests at once after a quiet time.
+    pub burst: u32,
+}
+
+/// A tenant's request rate limits at the edge (`[tenants.T.rate_limit]`),
+/// checked after authentication; each is off unless configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// All requests to the tenant together.
+    pub tenant: Option<Rate>,
+    /// Each user's requests: a user is (tenant, issuer, subject).
+    pub per_user: Option<Rate>,
+}
+
 /// One tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantConfig {
@@ -222,6 +256,8 @@ pub struct TenantConfig {
     pub install: Vec<InstallConfig>,
     /// Refuse calls whose audit records cannot be written (default true).
     pub audit_fail_closed: bool,
+    /// Its weight in sharing the host's execution slots (default 1).
+    pub weight: u32,
     /// Services its tools may reach, by name.
     pub services: BTreeMap<String, ServiceConfig>,
     /// How the connect page signs users in (needed when any service is in
@@ -229,6 +265,8 @@ pub struct TenantConfig {
     pub connect: Option<ConnectLogin>,
     /// Third-party providers its users connect, by name.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Request rate limits (off unless configured).
+    pub rate_limit: RateLimit,
 }
 
 /// How many legacy sessions there may be.
@@ -262,6 +300,8 @@ pub struct ServerConfig {
     pub max_concurrent_calls_per_tenant: u32,
     /// How long a call waits for a slot.
     pub queue_timeout: Duration,
+    /// Threads that run guests, apart from the threads serving HTTP.
+    pub guest_threads: usize,
     /// Deadline for one HTTP request.
     pub request_timeout: Duration,
     /// Largest request body.
@@ -276,6 +316,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Caps on legacy (2025-11-25) sessions.
     pub sessions: SessionLimits,
+    /// Where `/metrics` is served (a separate listener); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The validated configuration.
@@ -297,6 +339,52 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where the vault's master key is.
     pub vault_key: VaultKeySource,
+}
+
+impl RawRateLimit {
+    fn validate(&self) -> Result<RateLimit, (&'static str, String)> {
+        let rate = |per_second: Option<f64>,
+                    burst: Option<u32>,
+                    (rate_key, burst_key): (&'static str, &'static str)|
+         -> Result<Option<Rate>, (&'static str, String)> {
+            let Some(per_second) = per_second else {
+                return match burst {
+                    Some(_) => Err((burst_key, format!("needs `{rate_key}`"))),
+                    None => Ok(None),
+                };
+            };
+            if !(per_second.is_finite() && (0.001..=1_000_000.0).contains(&per_second)) {
+                return Err((rate_key, "must be between 0.001 and 1,000,000".into()));
+            }
+            let interval = Duration::try_from_secs_f64(1.0 / per_second)
+                .map_err(|e| (rate_key, e.to_string()))?;
+            // By default a second's worth of requests may come at once.
+            let burst = burst.unwrap_or_else(|| {
+                let second = per_second.ceil();
+                if second >= 1_000_000.0 {
+                    1_000_000
+                } else {
+                    (second as u32).max(1)
+                }
+            });
+            if !(1..=1_000_000).contains(&burst) {
+                return Err((burst_key, "must be between 1 and 1,000,000".into()));
+            }
+            Ok(Some(Rate { interval, burst }))
+        };
+        Ok(RateLimit {
+            tenant: rate(
+                self.requests_per_second,
+                self.burst,
+                ("requests_per_second", "burst"),
+            )?,
+            per_user: rate(
+                self.per_user_requests_per_second,
+                self.per_user_burst,
+                ("per_user_requests_per_second", "per_user_burst"),
+            )?,
+        })
+    }
 }
 
 /// A tenant id: lowercase letters, digits and `-`, 1 to 63 characters.
@@ -382,6 +470,7 @@ impl Config {
                 .server
                 .queue_timeout_ms
                 .map_or(defaults.queue_timeout, Duration::from_millis),
+            guest_threads: raw.server.guest_threads.unwrap_or(defaults.guest_threads),
             request_timeout: Duration::from_millis(raw.server.request_timeout_ms.unwrap_or(30_000)),
             max_request_bytes: raw.server.max_request_bytes.unwrap_or(4 * 1024 * 1024),
             header_read_timeout: Duration::from_millis(
@@ -403,6 +492,7 @@ impl Config {
                     .session_idle_timeout_s
                     .map_or(SessionLimits::default().idle, Duration::from_secs),
             },
+            metrics_listen: raw.server.metrics_listen,
         };
         if !(1..=1_000_000).contains(&server.sessions.total)
             || !(1..=server.sessions.total).contains(&server.sessions.per_user)
@@ -419,6 +509,12 @@ impl Config {
             return Err(invalid(
                 "server.session_idle_timeout_s".into(),
                 "must be between 10 seconds and 7 days".into(),
+            ));
+        }
+        if !(1..=1024).contains(&server.guest_threads) {
+            return Err(invalid(
+                "server.guest_threads".into(),
+                "must be between 1 and 1024".into(),
             ));
         }
         if !(1..=4096).contains(&server.max_concurrent_calls) {
@@ -473,6 +569,10 @@ impl Config {
         let mut tenants = BTreeMap::new();
         for (id, t) in raw.tenants {
             let key = |rest: &str| format!("tenants.{id}.{rest}");
+            let weight = t.weight.unwrap_or(1);
+            if !(1..=1000).contains(&weight) {
+                return Err(invalid(key("weight"), "must be between 1 and 1000".into()));
+            }
             if !valid_tenant_id(&id) {
                 return Err(invalid(
                     format!("tenants.{id}"),
@@ -550,6 +650,12 @@ impl Config {
                     },
                 });
             }
+            let rate_limit = match &t.rate_limit {
+                None => RateLimit::default(),
+                Some(raw) => raw
+                    .validate()
+                    .map_err(|(k, m)| invalid(key(&format!("rate_limit.{k}")), m))?,
+            };
             let services = services::validate_all(t.services, &format!("tenants.{id}"), &base)
                 .map_err(|(k, m)| invalid(k, m))?;
             let providers =
@@ -603,6 +709,7 @@ impl Config {
                         .memory_mib
                         .map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
                     timeout: l.timeout_ms.map_or(d.timeout, Duration::from_millis),
+                    cpu: l.cpu_ms.map_or(d.cpu, Duration::from_millis),
                     output_bytes: l
                         .output_kib
                         .map_or(d.output_bytes, |k| k.saturating_mul(1024)),
@@ -645,9 +752,11 @@ impl Config {
                     scopes: t.scopes,
                     install,
                     audit_fail_closed: t.audit_fail_closed.unwrap_or(true),
+                    weight,
                     services,
                     connect,
                     providers,
+                    rate_limit,
                 },
             );
         }

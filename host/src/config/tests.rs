@@ -348,3 +348,75 @@ fn issuer_key_fetches_have_a_timeout() {
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("tenants.globex.issuers[0]"), "{err}");
 }
+
+#[test]
+fn rate_limits_are_off_unless_set_and_validated() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.tenants["acme"].rate_limit, super::RateLimit::default());
+    assert_eq!(c.server.metrics_listen, None);
+    let example = parse(include_str!("../../../airlock.example.toml")).unwrap();
+    let limits = example.tenants["acme"].rate_limit;
+    assert_eq!(
+        limits.per_user,
+        Some(super::Rate {
+            interval: Duration::from_millis(100),
+            burst: 20
+        })
+    );
+    assert_eq!(limits.tenant.map(|r| r.burst), Some(400));
+    assert!(example.server.metrics_listen.is_some());
+    let with = |table: &str| parse(&format!("{GOOD}\n[tenants.acme.rate_limit]\n{table}\n"));
+    // The burst defaults to one second's worth.
+    let c = with("per_user_requests_per_second = 2.5").unwrap();
+    assert_eq!(
+        c.tenants["acme"].rate_limit.per_user.map(|r| r.burst),
+        Some(3)
+    );
+    assert_eq!(c.tenants["acme"].rate_limit.tenant, None);
+    for (bad, key) in [
+        (
+            "requests_per_second = 0",
+            "tenants.acme.rate_limit.requests_per_second",
+        ),
+        (
+            "requests_per_second = -1",
+            "tenants.acme.rate_limit.requests_per_second",
+        ),
+        (
+            "requests_per_second = nan",
+            "tenants.acme.rate_limit.requests_per_second",
+        ),
+        ("burst = 5", "tenants.acme.rate_limit.burst"),
+        (
+            "per_user_requests_per_second = 1\nper_user_burst = 0",
+            "tenants.acme.rate_limit.per_user_burst",
+        ),
+    ] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    assert!(
+        with("per_user_rps = 1").is_err(),
+        "unknown keys are refused"
+    );
+}
+
+#[test]
+fn cpu_limits_weights_and_guest_threads_are_read() {
+    let example = parse(include_str!("../../../airlock.example.toml")).unwrap();
+    let acme = &example.tenants["acme"];
+    assert_eq!(acme.weight, 1);
+    let whoami = acme
+        .install
+        .iter()
+        .find(|i| i.component == "whoami")
+        .unwrap();
+    assert_eq!(whoami.limits.cpu, Duration::from_millis(1000));
+    assert!(example.server.guest_threads >= 1);
+    let err = parse(&format!(
+        "{GOOD}\n[tenants.globex]\nissuers = []\nweight = 0\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tenants.globex.weight"), "{err}");
+}

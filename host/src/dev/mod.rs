@@ -237,8 +237,11 @@ fn dev_config(
     data: &Path,
     tools: &BTreeMap<&str, PathBuf>,
 ) -> Result<Config, String> {
+    // `/metrics` on a loopback port the system picks (printed in the banner).
     let mut text = format!(
-        "listen = \"{listen}\"\npublic_url = \"{url}\"\ndata_dir = {data:?}\nallowed_origins = {INSPECTOR_ORIGINS:?}\n",
+        "listen = \"{listen}\"\npublic_url = \"{url}\"\ndata_dir = {data:?}\nallowed_origins = {INSPECTOR_ORIGINS:?}\n\
+         [server]\nmetrics_listen = \"{metrics}\"\n",
+        metrics = SocketAddr::new(listen.ip(), 0),
         data = data.display().to_string(),
     );
     for (name, path) in tools {
@@ -286,6 +289,8 @@ fn dev_config(
 pub struct DevServer {
     /// `http://ADDR`.
     pub url: String,
+    /// `http://ADDR/metrics`, on a loopback port of its own.
+    pub metrics_url: Option<String>,
     host: Host,
     listener: tokio::net::TcpListener,
     calendar: CalendarHooks,
@@ -364,8 +369,10 @@ impl DevServer {
             .with_routes(authserver::router(auth))
             .with_routes(demo::router(apis))
             .with_routes(calendar::router(calendar.clone()));
+        let metrics_url = host.metrics_addr().map(|a| format!("http://{a}/metrics"));
         Ok(DevServer {
             url,
+            metrics_url,
             host,
             listener,
             calendar: CalendarHooks(calendar),
@@ -406,6 +413,12 @@ impl DevServer {
              Demo Calendar at {}, accounts {}; the `calendar` tool sends you to connect it",
             calendar::base_url(&self.url),
             calendar::USERS.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "\n  health: {url}/healthz, {url}/readyz   metrics (Prometheus): {}",
+            self.metrics_url.as_deref().unwrap_or("off"),
+            url = self.url
         );
         let _ = writeln!(
             s,

@@ -58,6 +58,33 @@ fn quoted(s: &str) -> String {
 }
 
 impl AuthError {
+    /// Why, as a metrics label from a small fixed set (never from the token).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::BadRequest(_) => "bad_request",
+            AuthError::InsufficientScope(_) => "insufficient_scope",
+            AuthError::IssuerUnavailable { .. } => "issuer_unavailable",
+            AuthError::InvalidToken(description) => match *description {
+                "the token has expired" => "expired",
+                "the token is not valid yet" => "not_yet_valid",
+                "the token is not for this resource" => "wrong_audience",
+                "the token's issuer is not trusted here" | "the token has no issuer" => {
+                    "untrusted_issuer"
+                }
+                "the token's signature is invalid" => "bad_signature",
+                "the token was signed with an unknown key" => "unknown_key",
+                "the token's signature algorithm is not accepted" => "bad_algorithm",
+                "the token's type (typ) is not an access token" => "wrong_type",
+                "the token lacks a required claim" => "missing_claim",
+                "the bearer token is malformed"
+                | "the bearer token is not a valid JWT"
+                | "the Authorization header is not valid text" => "malformed",
+                _ => "invalid",
+            },
+        }
+    }
+
     /// The HTTP response: status, `WWW-Authenticate` and a small JSON body;
     /// for an unreachable issuer, 503 with `Retry-After` and no challenge
     /// (the token was not found wanting, so there is nothing to fix).

@@ -108,6 +108,7 @@ impl KeyState {
 struct Shared {
     config: IssuerConfig,
     http: reqwest::Client,
+    metrics: Arc<crate::metrics::Metrics>,
     state: Mutex<KeyState>,
     /// Bumped when a fetch ends (either way); waiters subscribe under `state`.
     done: watch::Sender<u64>,
@@ -137,6 +138,7 @@ impl Shared {
                 Ok(result) => result,
                 Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             };
+        self.metrics.jwks_fetch(result.is_ok());
         let generation = {
             let mut state = self.lock();
             let now = Instant::now();
@@ -184,12 +186,17 @@ pub(crate) enum KeyError {
 }
 
 impl IssuerKeys {
-    pub(crate) fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+    pub(crate) fn new(
+        config: IssuerConfig,
+        http: reqwest::Client,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let jwks_uri = config.jwks_uri.clone();
         IssuerKeys {
             shared: Arc::new(Shared {
                 config,
                 http,
+                metrics,
                 state: Mutex::new(KeyState {
                     jwks_uri,
                     ..KeyState::default()
@@ -411,7 +418,10 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub(crate) fn new(issuers: impl IntoIterator<Item = IssuerConfig>) -> Result<Self, String> {
+    pub(crate) fn new(
+        issuers: impl IntoIterator<Item = IssuerConfig>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, String> {
         // Each fetch is bounded by its issuer's fetch timeout; this is a backstop.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -421,7 +431,7 @@ impl KeyCache {
         let mut map = HashMap::new();
         for issuer in issuers {
             map.entry(issuer.issuer.clone())
-                .or_insert_with(|| IssuerKeys::new(issuer, http.clone()));
+                .or_insert_with(|| IssuerKeys::new(issuer, http.clone(), metrics.clone()));
         }
         Ok(KeyCache { issuers: map })
     }

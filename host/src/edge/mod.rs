@@ -7,6 +7,7 @@ mod auth;
 mod fuzz_tests;
 mod jwks;
 mod principal;
+mod ratelimit;
 mod sessions;
 mod trace;
 mod warnings;
@@ -27,6 +28,7 @@ pub use principal::{BearerToken, HostSession, Principal};
 pub use trace::TraceContext;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use auth::Challenge;
 use jwks::KeyCache;
 use sessions::SessionBindings;
@@ -48,6 +50,9 @@ pub struct Edge {
     keys: KeyCache,
     sessions: SessionBindings,
     warnings: warnings::Warnings,
+    metrics: Arc<Metrics>,
+    /// Rate limiters of the tenants that configure limits.
+    limiters: BTreeMap<String, ratelimit::TenantLimiter>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -62,17 +67,31 @@ impl std::fmt::Debug for Edge {
 pub struct EdgeError(String);
 
 impl Edge {
-    /// The edge for `config`.
+    /// The edge for `config`, counting into a registry of its own.
     pub fn new(config: Arc<Config>) -> Result<Self, EdgeError> {
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// The edge for `config`, counting into `metrics`.
+    pub fn with_metrics(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Self, EdgeError> {
         let issuers = config
             .tenants
             .values()
             .flat_map(|t| t.issuers.iter().cloned())
             .collect::<Vec<_>>();
+        let limiters = config
+            .tenants
+            .iter()
+            .filter_map(|(id, t)| {
+                ratelimit::TenantLimiter::new(t.rate_limit).map(|l| (id.clone(), l))
+            })
+            .collect();
         Ok(Edge {
-            keys: KeyCache::new(issuers).map_err(EdgeError)?,
+            keys: KeyCache::new(issuers, metrics.clone()).map_err(EdgeError)?,
             sessions: SessionBindings::new(config.server.sessions),
             warnings: warnings::Warnings::default(),
+            metrics,
+            limiters,
             config,
         })
     }
@@ -190,6 +209,34 @@ fn too_many_sessions(id: serde_json::Value) -> Response {
         .into_response()
 }
 
+/// 429 with `Retry-After` (whole seconds, rounded up) and a JSON-RPC error.
+fn rate_limited(limited: ratelimit::Limited) -> Response {
+    let retry_after_s = limited.retry_after_s();
+    let whose = match limited.scope {
+        ratelimit::Scope::User => "your",
+        ratelimit::Scope::Tenant => "this tenant's",
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32000,
+            "message": format!("{whose} request rate limit is reached; retry after {retry_after_s} s"),
+            "data": { "retry_after_s": retry_after_s, "limit": limited.scope.label() },
+        },
+    });
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    response
+}
+
 /// CORS for public documents: any origin may read them, without credentials.
 pub fn public_cors() -> CorsLayer {
     CorsLayer::new()
@@ -281,7 +328,10 @@ async fn guard(
     };
     let token = match auth::bearer(request.headers(), request.uri().query()) {
         Ok(token) => token,
-        Err(e) => return e.response(&challenge),
+        Err(e) => {
+            edge.metrics.token_failure(&tenant.id, e.reason());
+            return e.response(&challenge);
+        }
     };
     let principal = match auth::validate(
         token,
@@ -294,12 +344,26 @@ async fn guard(
     {
         Ok(p) => p,
         Err(e) => {
+            edge.metrics.token_failure(&tenant.id, e.reason());
             if let Some(suppressed) = edge.warnings.admit(&format!("token|{}|{e:?}", tenant.id)) {
                 tracing::warn!(tenant = %tenant.id, reason = ?e, suppressed, "a bearer token was refused");
             }
             return e.response(&challenge);
         }
     };
+    // Rate limits: after authentication, before anything else is done.
+    if let Some(limiter) = edge.limiters.get(&tenant.id)
+        && let Err(limited) = limiter.check(principal.issuer(), principal.subject())
+    {
+        edge.metrics.rate_limited(&tenant.id, limited.scope.label());
+        if let Some(suppressed) =
+            edge.warnings
+                .admit(&format!("rate|{}|{}", tenant.id, limited.scope.label()))
+        {
+            tracing::warn!(tenant = %tenant.id, limit = limited.scope.label(), suppressed, "requests over a rate limit were refused");
+        }
+        return rate_limited(limited);
+    }
     // A legacy session belongs to the principal that created it.
     let session = request
         .headers()

@@ -2,16 +2,17 @@
 //! end into a result or a specific [`CallError`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::Sandbox;
 use super::bindings::ToolComponentPre;
 use super::bindings::airlock::tool::types as wit;
-use super::error::{BusyScope, CallError, ToolErrorKind, TrapKind};
+use super::engine::TICK;
+use super::error::{CallError, ToolErrorKind, TrapKind};
 use super::limits::Limits;
-use super::load::LoadedComponent;
+use super::load::{LoadedComponent, Validators};
 use super::output::{Content, ToolOutput};
 use super::state::{HostState, LimitTrap, Tripped};
 use crate::delegate::Delegate;
@@ -53,7 +54,7 @@ pub(crate) enum Returned {
 }
 
 /// Instantiate `pre` in a new store holding `state`, run `guest` under
-/// `limits`, and drop the instance.
+/// `limits`, and drop the instance. Also returns the CPU time the guest used.
 pub(crate) async fn run(
     engine: &Engine,
     pre: &ToolComponentPre<HostState>,
@@ -61,22 +62,48 @@ pub(crate) async fn run(
     limits: &Limits,
     transfer_bytes: usize,
     guest: Guest<'_>,
-) -> Result<Returned, CallError> {
+) -> (Result<Returned, CallError>, Duration) {
+    let clock = state.cpu.clone();
     let mut store = Store::new(engine, state);
     store.limiter(|s| s);
     // Bound what the host copies out of the guest per transfer (the result,
     // or one import call's arguments) before it allocates for it.
     store.set_hostcall_fuel(transfer_bytes);
     let deadline = Instant::now() + limits.timeout;
+    let cpu_limit = limits.cpu;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut ctx| {
         if Instant::now() >= deadline {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            // Let other tasks on this worker run; check again next tick.
-            Ok(UpdateDeadline::Yield(1))
+            return Ok(UpdateDeadline::Interrupt);
         }
+        let state = ctx.data_mut();
+        let clock = state.cpu.clone();
+        // Count the stretch the guest has just run, and stop it when it has
+        // used its CPU time.
+        let ran = clock.pause();
+        if clock.used() >= cpu_limit {
+            state.tripped.get_or_insert(Tripped::Cpu);
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        clock.resume();
+        if ran < TICK / 2 {
+            // It has only just started running again (after a yield or a
+            // host call spanning a tick): give it a full tick before
+            // yielding, or a busy thread would starve it.
+            return Ok(UpdateDeadline::Continue(1));
+        }
+        // Give the thread to other guests; time spent waiting for it again
+        // is not this guest's CPU time.
+        clock.pause();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                clock.resume();
+            }),
+        ))
     });
+    clock.resume();
     let outcome = {
         let work = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -94,7 +121,9 @@ pub(crate) async fn run(
         };
         tokio::time::timeout(limits.timeout, work).await
     };
-    match outcome {
+    clock.pause();
+    let used = clock.used();
+    let result = match outcome {
         Err(_elapsed) => Err(CallError::Timeout {
             limit: limits.timeout,
         }),
@@ -105,7 +134,8 @@ pub(crate) async fn run(
             limits,
             transfer_bytes,
         )),
-    }
+    };
+    (result, used)
 }
 
 /// Whether wasmtime stopped copying a value out of the guest because it was
@@ -159,6 +189,9 @@ fn classify(
                     limit: "log bytes",
                     max: limits.log_bytes as u64,
                 };
+            }
+            Some(Tripped::Cpu) => {
+                return CallError::CpuLimit { limit: limits.cpu };
             }
             Some(Tripped::TableElements) => {
                 return CallError::LimitExceeded {
@@ -374,6 +407,17 @@ fn check_output(
     })
 }
 
+/// Aborts the guest task when the caller stops waiting for it (the client
+/// went away, the request deadline passed): the guest ends at its next epoch
+/// tick and frees its slot.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Sandbox {
     /// Run tool `request.envelope.tool()` of `component` in a fresh instance.
     ///
@@ -385,45 +429,102 @@ impl Sandbox {
         component: &LoadedComponent,
         request: CallRequest,
     ) -> Result<ToolOutput, CallError> {
-        let name = request.envelope.tool();
-        let validators = component
-            .inner
-            .validators
-            .get(name)
-            .ok_or_else(|| CallError::UnknownTool(name.to_string()))?;
-        let arguments: serde_json::Value = serde_json::from_str(&request.arguments)
-            .map_err(|e| CallError::InvalidInput(format!("the arguments are not JSON: {e}")))?;
-        if !arguments.is_object() {
-            return Err(CallError::InvalidInput(
-                "the arguments must be a JSON object".into(),
-            ));
-        }
-        if let Some(first) = validators.input.iter_errors(&arguments).next() {
-            let path = first.instance_path().to_string();
-            let at = if path.is_empty() {
-                String::new()
-            } else {
-                format!(" at `{path}`")
-            };
-            return Err(CallError::InvalidInput(format!("{first}{at}")));
-        }
+        self.call_metered(component, request).await.0
+    }
 
-        let _permits = self
-            .acquire(Some(request.envelope.tenant()))
-            .await
-            .map_err(|scope: BusyScope| CallError::Busy { scope })?;
-        let limits = component.limits;
-        let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits);
-        let transfer_bytes = limits.transfer_bytes(state.request_limits());
-        let guest = Guest::Call {
-            name,
-            arguments: &request.arguments,
+    /// [`Sandbox::call`], also returning the CPU time the guest used (`None`
+    /// when it never ran).
+    pub async fn call_metered(
+        &self,
+        component: &LoadedComponent,
+        request: CallRequest,
+    ) -> (Result<ToolOutput, CallError>, Option<Duration>) {
+        let name = request.envelope.tool();
+        let Some(validators) = component.inner.validators.get(name) else {
+            return (Err(CallError::UnknownTool(name.to_string())), None);
         };
-        let pre = &component.inner.pre;
-        match run(&self.engine, pre, state, &limits, transfer_bytes, guest).await? {
-            Returned::Call(Ok(result)) => check_output(result, validators.output.as_ref(), &limits),
-            Returned::Call(Err(e)) => Err(tool_error(e)),
-            Returned::Descriptors(_) => Err(CallError::Internal),
+        if let Err(e) = check_arguments(&request.arguments, validators) {
+            return (Err(e), None);
+        }
+        let owner = super::slots::Owner {
+            tenant: request.envelope.tenant().to_string(),
+            user: format!(
+                "{}\n{}",
+                request.envelope.issuer(),
+                request.envelope.subject()
+            ),
+        };
+        let permit = match self.acquire(Some(owner)).await {
+            Ok(permit) => permit,
+            Err(scope) => return (Err(CallError::Busy { scope }), None),
+        };
+        let Some(guests) = &self.guests else {
+            return (Err(CallError::Internal), None);
+        };
+        let engine = self.engine.clone();
+        let component = component.clone();
+        // The guest runs on the guest threads; this side only waits.
+        let task = AbortOnDrop(guests.spawn(async move {
+            let _permit = permit;
+            run_call(&engine, &component, request).await
+        }));
+        match (&mut { task }.0).await {
+            Ok((result, used)) => (result, Some(used)),
+            Err(e) => {
+                tracing::error!(error = %e, "a guest task failed");
+                (Err(CallError::Internal), None)
+            }
         }
     }
+}
+
+fn check_arguments(arguments: &str, validators: &Validators) -> Result<(), CallError> {
+    let arguments: serde_json::Value = serde_json::from_str(arguments)
+        .map_err(|e| CallError::InvalidInput(format!("the arguments are not JSON: {e}")))?;
+    if !arguments.is_object() {
+        return Err(CallError::InvalidInput(
+            "the arguments must be a JSON object".into(),
+        ));
+    }
+    if let Some(first) = validators.input.iter_errors(&arguments).next() {
+        let path = first.instance_path().to_string();
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
+        return Err(CallError::InvalidInput(format!("{first}{at}")));
+    }
+    Ok(())
+}
+
+/// The guest side of a call, on a guest thread.
+async fn run_call(
+    engine: &Engine,
+    component: &LoadedComponent,
+    request: CallRequest,
+) -> (Result<ToolOutput, CallError>, Duration) {
+    let name = request.envelope.tool();
+    let Some(validators) = component.inner.validators.get(name) else {
+        return (
+            Err(CallError::UnknownTool(name.to_string())),
+            Duration::ZERO,
+        );
+    };
+    let limits = component.limits;
+    let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits);
+    let transfer_bytes = limits.transfer_bytes(state.request_limits());
+    let guest = Guest::Call {
+        name,
+        arguments: &request.arguments,
+    };
+    let pre = &component.inner.pre;
+    let (returned, used) = run(engine, pre, state, &limits, transfer_bytes, guest).await;
+    let result = match returned {
+        Ok(Returned::Call(Ok(result))) => check_output(result, validators.output.as_ref(), &limits),
+        Ok(Returned::Call(Err(e))) => Err(tool_error(e)),
+        Ok(Returned::Descriptors(_)) => Err(CallError::Internal),
+        Err(e) => Err(e),
+    };
+    (result, used)
 }

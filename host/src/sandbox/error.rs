@@ -150,6 +150,13 @@ pub enum CallError {
         /// The limit.
         limit: Duration,
     },
+    /// The tool used more CPU time than allowed (time spent awaiting
+    /// delegated requests does not count).
+    #[error("the tool used more than its CPU time limit of {} ms", limit.as_millis())]
+    CpuLimit {
+        /// The limit.
+        limit: Duration,
+    },
     /// The tool tried to use more memory than allowed.
     #[error("the tool exceeded its memory limit of {limit_bytes} bytes")]
     OutOfMemory {
@@ -214,6 +221,7 @@ impl CallError {
             CallError::InvalidInput(_) => "invalid_input",
             CallError::Tool { .. } => "tool_error",
             CallError::Timeout { .. } => "timeout",
+            CallError::CpuLimit { .. } => "cpu_limit",
             CallError::OutOfMemory { .. } => "out_of_memory",
             CallError::Trap { .. } => "trap",
             CallError::OutputTooLarge { .. } => "output_too_large",

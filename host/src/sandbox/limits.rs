@@ -1,5 +1,6 @@
 //! Per-tool resource limits and the host-wide settings they must fit in.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock deadline for the whole call, including delegated requests.
     pub timeout: Duration,
+    /// CPU time the guest may use: time it spends executing, counted from
+    /// epoch ticks while it runs; time awaiting the host (a delegated
+    /// request) or waiting for a thread does not count.
+    pub cpu: Duration,
     /// Largest result as encoded for the client, in bytes: every content
     /// block costs a fixed overhead plus its payload as sent (JSON-escaped
     /// text, base64 images), plus the structured output.
@@ -30,6 +35,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 64 * 1024 * 1024,
             timeout: Duration::from_secs(5),
+            cpu: Duration::from_secs(2),
             output_bytes: 1024 * 1024,
             content_blocks: 256,
             delegate_calls: 32,
@@ -76,6 +82,7 @@ impl Limits {
             max_memory_bytes as u128,
         )?;
         check("timeout_ms", self.timeout.as_millis(), 10, 600_000)?;
+        check("cpu_ms", self.cpu.as_millis(), 10, 600_000)?;
         check(
             "output_bytes",
             self.output_bytes as u128,
@@ -122,6 +129,21 @@ pub struct SandboxSettings {
     /// Where compiled components are cached, keyed by content hash and engine
     /// version. `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
+    /// Threads that run guests, apart from the runtime serving HTTP; by
+    /// default one fewer than the cores (at least 1), so the edge always has
+    /// a core's worth of room.
+    pub guest_threads: usize,
+    /// Tenants' weights in sharing the slots; a tenant not listed has
+    /// weight 1 and joins when it first calls.
+    pub tenant_weights: BTreeMap<String, u32>,
+}
+
+/// The default number of guest threads: one fewer than the cores, at least 1.
+pub fn default_guest_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
 }
 
 impl Default for SandboxSettings {
@@ -132,6 +154,8 @@ impl Default for SandboxSettings {
             queue_timeout: Duration::from_secs(2),
             max_memory_bytes: 256 * 1024 * 1024,
             cache_dir: None,
+            guest_threads: default_guest_threads(),
+            tenant_weights: BTreeMap::new(),
         }
     }
 }

@@ -146,7 +146,7 @@ impl Sandbox {
             ToolComponentPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
 
         let limits = Limits::default();
-        let _permits = self.acquire(None).await.map_err(|_| LoadError::Busy)?;
+        let _permit = self.acquire(None).await.map_err(|_| LoadError::Busy)?;
         let state = HostState::new(None, Arc::new(DenyAll), limits);
         let returned = call::run(
             &self.engine,
@@ -157,6 +157,7 @@ impl Sandbox {
             Guest::Describe,
         )
         .await
+        .0
         .map_err(|e| match e {
             CallError::OutputTooLarge { .. } => LoadError::Describe(format!(
                 "the tool descriptors are larger than {MAX_DESCRIBE_BYTES} bytes in all"

@@ -5,6 +5,11 @@
 //! ticker thread, on-disk compilation cache) and the linker. [`Sandbox::load`]
 //! checks and prepares a component once; [`Sandbox::call`] runs one tool call
 //! in a fresh instance with its own store and limits, and discards it.
+//!
+//! Guests run on the sandbox's own multi-thread tokio runtime
+//! (`guest_threads` workers), never on the runtime that accepts connections,
+//! validates tokens and speaks MCP; a guest gives its thread back at every
+//! epoch tick. Slots are shared fairly between tenants and users (`slots`).
 
 mod bindings;
 mod call;
@@ -13,17 +18,15 @@ mod error;
 mod limits;
 mod load;
 mod output;
+mod slots;
 mod state;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use call::CallRequest;
 pub use error::{BusyScope, CallError, LoadError, ToolErrorKind, TrapKind};
-pub use limits::{Limits, LimitsError, SandboxSettings};
+pub use limits::{Limits, LimitsError, SandboxSettings, default_guest_threads};
 pub use load::LoadedComponent;
 pub use output::{Annotations, Content, ToolDescriptor, ToolOutput};
 
@@ -45,9 +48,12 @@ pub struct Sandbox {
     engine: wasmtime::Engine,
     linker: wasmtime::component::Linker<HostState>,
     settings: SandboxSettings,
-    global: Arc<Semaphore>,
-    tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: Arc<slots::Slots>,
+    /// Where guests run; `None` only once dropped.
+    guests: Option<tokio::runtime::Runtime>,
     ticker_stop: Arc<AtomicBool>,
+    /// Where slot waits are recorded (`Sandbox::set_metrics`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -61,6 +67,11 @@ impl std::fmt::Debug for Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        // Dropping a runtime waits for its workers, which may not happen
+        // inside another runtime; guests still running are cancelled.
+        if let Some(guests) = self.guests.take() {
+            guests.shutdown_background();
+        }
     }
 }
 
@@ -72,18 +83,36 @@ impl Sandbox {
                 "concurrency caps must be at least 1".into(),
             ));
         }
+        if !(1..=1024).contains(&settings.guest_threads) {
+            return Err(SandboxError::Settings(
+                "guest_threads must be between 1 and 1024".into(),
+            ));
+        }
+        // Delegated requests (reqwest, timers, DNS) run from guests, so the
+        // guest runtime has I/O and time enabled.
+        let guests = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.guest_threads)
+            .thread_name("airlock-guest")
+            .enable_all()
+            .build()
+            .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
         let engine = engine::build(&settings)?;
         let mut linker = wasmtime::component::Linker::new(&engine);
         bindings::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let ticker_stop = engine::start_epoch_ticker(&engine)?;
         Ok(Sandbox {
-            global: Arc::new(Semaphore::new(settings.max_concurrent_calls as usize)),
+            slots: Arc::new(slots::Slots::new(
+                settings.max_concurrent_calls as usize,
+                settings.max_concurrent_calls_per_tenant as usize,
+                &settings.tenant_weights,
+            )),
+            guests: Some(guests),
             engine,
             linker,
             settings,
-            tenants: Mutex::new(HashMap::new()),
             ticker_stop,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -92,36 +121,26 @@ impl Sandbox {
         &self.settings
     }
 
-    /// Wait briefly for a global slot, then for a slot of `tenant`.
-    async fn acquire(
-        &self,
-        tenant: Option<&str>,
-    ) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>), BusyScope> {
-        let wait = self.settings.queue_timeout;
-        let global = tokio::time::timeout(wait, self.global.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(BusyScope::Host)?;
-        let Some(tenant) = tenant else {
-            return Ok((global, None));
-        };
-        let semaphore = {
-            let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
-            tenants
-                .entry(tenant.to_string())
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(
-                        self.settings.max_concurrent_calls_per_tenant as usize,
-                    ))
-                })
-                .clone()
-        };
-        let local = tokio::time::timeout(wait, semaphore.acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(BusyScope::Tenant)?;
-        Ok((global, Some(local)))
+    /// Record how long calls wait for a slot in `metrics` (once; later calls
+    /// are ignored).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Wait briefly for a slot for `owner` (`None`: the host's own work).
+    async fn acquire(&self, owner: Option<slots::Owner>) -> Result<slots::SlotPermit, BusyScope> {
+        let owner = owner.unwrap_or(slots::Owner {
+            tenant: String::new(),
+            user: String::new(),
+        });
+        let began = std::time::Instant::now();
+        let tenant = owner.tenant.clone();
+        let permit = self.slots.acquire(owner, self.settings.queue_timeout).await;
+        if let Some(metrics) = self.metrics.get()
+            && !tenant.is_empty()
+        {
+            metrics.queue_wait(&tenant, began.elapsed());
+        }
+        permit
     }
 }

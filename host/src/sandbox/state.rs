@@ -2,6 +2,8 @@
 //! limiter. One value lives in each `Store` and dies with it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::HasData;
 
@@ -22,6 +24,60 @@ pub(crate) enum Tripped {
     LogBytes,
     /// A table would have grown past its limit.
     TableElements,
+    /// The guest used its CPU time.
+    Cpu,
+}
+
+/// The CPU time a call's guest has used: the time between the guest starting
+/// to run (the call's start, the end of a yield or of a host call that
+/// awaited) and stopping (a yield at an epoch tick, a host call that awaits,
+/// the end of the call). Shared with the future that resumes a yielded guest.
+#[derive(Debug)]
+pub(crate) struct CpuClock {
+    origin: Instant,
+    /// When the guest last started running, in ns since `origin`; `PAUSED`
+    /// while it is not running.
+    resumed: AtomicU64,
+    /// ns used so far.
+    used: AtomicU64,
+}
+
+const PAUSED: u64 = u64::MAX;
+
+impl CpuClock {
+    fn new() -> Self {
+        CpuClock {
+            origin: Instant::now(),
+            resumed: AtomicU64::new(PAUSED),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(PAUSED - 1)
+    }
+
+    /// The guest starts (or starts again) running.
+    pub(crate) fn resume(&self) {
+        self.resumed.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// The guest stops running; returns how long it had run since it last
+    /// started.
+    pub(crate) fn pause(&self) -> Duration {
+        let started = self.resumed.swap(PAUSED, Ordering::Relaxed);
+        if started == PAUSED {
+            return Duration::ZERO;
+        }
+        let ran = self.now().saturating_sub(started);
+        self.used.fetch_add(ran, Ordering::Relaxed);
+        Duration::from_nanos(ran)
+    }
+
+    /// CPU time used so far (not counting a stretch still running).
+    pub(crate) fn used(&self) -> Duration {
+        Duration::from_nanos(self.used.load(Ordering::Relaxed))
+    }
 }
 
 /// The error a host import returns to trap the guest; the cause is kept in
@@ -51,6 +107,7 @@ pub(crate) struct HostState {
     log_lines: u32,
     log_bytes: usize,
     pub(crate) tripped: Option<Tripped>,
+    pub(crate) cpu: Arc<CpuClock>,
 }
 
 impl HostState {
@@ -69,6 +126,7 @@ impl HostState {
             log_lines: 0,
             log_bytes: 0,
             tripped: None,
+            cpu: Arc::new(CpuClock::new()),
         }
     }
 
@@ -183,7 +241,12 @@ impl wit_delegate::Host for HostState {
         service: String,
         req: wit_delegate::Request,
     ) -> wasmtime::Result<Result<wit_delegate::Response, wit_delegate::DelegateError>> {
-        Ok(self.fetch_checked(service, req).await.map_err(to_wit_error))
+        // Awaiting the service is not the guest's CPU time.
+        let clock = self.cpu.clone();
+        clock.pause();
+        let result = self.fetch_checked(service, req).await.map_err(to_wit_error);
+        clock.resume();
+        Ok(result)
     }
 }
 

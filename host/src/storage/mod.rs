@@ -69,6 +69,11 @@ impl Storage {
         })
     }
 
+    /// Whether the database answers a read (for `/readyz`): cheap, in memory.
+    pub fn is_usable(&self) -> bool {
+        self.db.get(b"").is_ok()
+    }
+
     /// The tree `name`, created when missing.
     pub fn tree(&self, name: &str) -> Result<Tree, StorageError> {
         let tree = self.db.open_tree(name).map_err(|e| self.io(e))?;
