@@ -11,7 +11,7 @@ use super::limits::SandboxSettings;
 
 /// How often the ticker advances the epoch. Guests yield to the async runtime
 /// and have their deadline checked once per tick.
-pub(crate) const TICK: Duration = Duration::from_millis(5);
+pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 /// Per-component maxima for the pooling allocator. A component built by
 /// wasm-component-ld has a handful of core instances (the module plus shims),
