@@ -93,8 +93,14 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let host = Arc::new(TestHost::new());
-        println!("machine: {}", machine());
+        // In process there is no edge to leave room for: guests get every core.
+        let host = Arc::new(TestHost::with_settings(
+            airlock_host::sandbox::SandboxSettings {
+                guest_threads: cores,
+                ..airlock_tests::test_settings()
+            },
+        ));
+        println!("machine: {}, guest threads: {cores}", machine());
         println!();
         println!(
             "| tool | p50 | p99 | mean | calls/s ({} tasks, {cores} threads) |",
