@@ -1,5 +1,6 @@
 //! HTTP benchmark: `tools/call` of `echo` over Streamable HTTP (the stateless
-//! 2026-07-28 revision), with a valid JWT validated on every request.
+//! 2026-07-28 revision), with a bearer JWT on every request (its signature
+//! verified once per token and tenant, then its key checked per request).
 //!
 //! `cargo bench -p airlock-tests --bench http` starts a test issuer and a real
 //! host on loopback (on a 2-thread runtime of its own) and drives it from a
@@ -37,7 +38,7 @@ fn main() {
     })
     .to_string();
     bench::table(
-        "tools/call echo over HTTP, JWT validated on every request",
+        "tools/call echo over HTTP, bearer JWT on every request (verified-token cache)",
         &Load {
             url: &url,
             token: &token,

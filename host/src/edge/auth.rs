@@ -178,6 +178,7 @@ pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Result<String, AuthEr
 #[derive(Deserialize)]
 struct Unverified {
     iss: Option<String>,
+    exp: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +219,20 @@ fn unverified_issuer(token: &str) -> Option<String> {
         .decode(payload)
         .ok()?;
     serde_json::from_slice::<Unverified>(&bytes).ok()?.iss
+}
+
+/// The `kid` of a token's header (read without verifying).
+pub(super) fn unverified_kid(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
+/// The `exp` of a token (read without verifying: only for one that was).
+pub(super) fn unverified_exp(token: &str) -> Option<u64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Unverified>(&bytes).ok()?.exp
 }
 
 /// Validate `token` for `tenant`, whose endpoint's canonical URI is `resource`.

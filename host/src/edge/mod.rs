@@ -10,6 +10,7 @@ mod principal;
 mod ratelimit;
 mod sessions;
 mod trace;
+mod verified;
 mod warnings;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ pub struct Edge {
     keys: KeyCache,
     sessions: SessionBindings,
     warnings: warnings::Warnings,
+    verified: verified::VerifiedTokens,
     metrics: Arc<Metrics>,
     /// Rate limiters of the tenants that configure limits.
     limiters: BTreeMap<String, ratelimit::TenantLimiter>,
@@ -90,6 +92,7 @@ impl Edge {
             keys: KeyCache::new(issuers, metrics.clone()).map_err(EdgeError)?,
             sessions: SessionBindings::new(config.server.sessions),
             warnings: warnings::Warnings::default(),
+            verified: verified::VerifiedTokens::default(),
             metrics,
             limiters,
             config,
@@ -333,15 +336,36 @@ async fn guard(
             return e.response(&challenge);
         }
     };
-    let principal = match auth::validate(
-        token,
-        &tenant.id,
-        tenant_config,
-        &tenant.resource,
-        &edge.keys,
-    )
-    .await
+    // A token verified moments ago is not verified again while the key that
+    // signed it is still the issuer's (see `verified`).
+    let mut cached = None;
+    if let Some((p, kid)) = edge.verified.get(&tenant.id, &token)
+        && let Some(keys) = edge.keys.issuer(p.issuer())
+        && keys.key(kid.as_deref()).await.is_ok()
     {
+        cached = Some(p);
+    }
+    let validated = match cached {
+        Some(p) => Ok(p),
+        None => {
+            let exp = auth::unverified_exp(&token);
+            let kid = auth::unverified_kid(&token);
+            let key = token.clone();
+            let result = auth::validate(
+                token,
+                &tenant.id,
+                tenant_config,
+                &tenant.resource,
+                &edge.keys,
+            )
+            .await;
+            if let (Ok(p), Some(exp)) = (&result, exp) {
+                edge.verified.insert(&tenant.id, &key, exp, kid, p);
+            }
+            result
+        }
+    };
+    let principal = match validated {
         Ok(p) => p,
         Err(e) => {
             edge.metrics.token_failure(&tenant.id, e.reason());
