@@ -155,7 +155,7 @@ impl Host {
             path: config.data_dir.clone(),
             source,
         })?;
-        let storage = Storage::open(&config.data_dir.join("db"))?;
+        let storage = Storage::open_waiting(&config.data_dir.join("db"), Duration::from_secs(2))?;
         let keys = Arc::new(KeyRing::open(&KeyRing::dir_in(&config.data_dir))?);
         let audit = Arc::new(AuditLog::open(
             &storage,

@@ -59,7 +59,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(&dir.path().join("db")).unwrap();
+        let storage =
+            Storage::open_waiting(&dir.path().join("db"), std::time::Duration::from_secs(2))
+                .unwrap();
         Fixture {
             _dir: dir,
             storage,
@@ -766,7 +768,8 @@ fn reports_read_as_the_cli_prints_them() {
 /// in a child process: append from four tasks until killed, publishing how
 /// many appends were acknowledged.
 async fn append_until_killed(dir: &std::path::Path) {
-    let storage = Storage::open(&dir.join("db")).unwrap();
+    let storage =
+        Storage::open_waiting(&dir.join("db"), std::time::Duration::from_secs(2)).unwrap();
     let signer = Arc::new(TestSigner(SigningKey::from_bytes(&[42; 32])));
     let log = Arc::new(AuditLog::open(&storage, signer, settings(50)).unwrap());
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -822,7 +825,8 @@ async fn a_killed_writer_leaves_every_acknowledged_record_and_no_torn_one() {
     child.wait().unwrap();
     let acked = read_acked().unwrap();
 
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
+    let storage =
+        Storage::open_waiting(&dir.path().join("db"), std::time::Duration::from_secs(2)).unwrap();
     let key = SigningKey::from_bytes(&[42; 32]);
     let report = verify(&storage, &TestVerifier(key.verifying_key()), None).unwrap();
     let Verdict::Ok(counts) = report.tenants[0].verdict else {

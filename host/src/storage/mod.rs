@@ -74,6 +74,21 @@ impl Storage {
         self.db.get(b"").is_ok()
     }
 
+    /// [`Storage::open`], waiting up to `wait` while the database is locked
+    /// (a process that just stopped, or a handle this process just dropped,
+    /// can hold the lock for a moment).
+    pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self, StorageError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(dir) {
+                Err(e) if e.is_locked() && std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The tree `name`, created when missing.
     pub fn tree(&self, name: &str) -> Result<Tree, StorageError> {
         let tree = self.db.open_tree(name).map_err(|e| self.io(e))?;
