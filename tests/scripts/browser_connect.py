@@ -24,6 +24,8 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, DATA = sys.argv[1], sys.argv[2]
 AIRLOCK = os.environ.get("AIRLOCK", "airlock")
@@ -71,12 +73,18 @@ def connect(url, login_as, account):
         driver.get(url)
         # The dev issuer's login page (unless the link is refused at once):
         # one button per demo user.
-        for button in driver.find_elements(By.CSS_SELECTOR, f'button[name="user"][value="{login_as}"]'):
-            button.click()
+        buttons = driver.find_elements(By.CSS_SELECTOR, f'button[name="user"][value="{login_as}"]')
+        if buttons:
+            buttons[0].click()
+            WebDriverWait(driver, 10).until(EC.staleness_of(buttons[0]))
         if "Demo Calendar" in driver.title:
             driver.find_element(By.CSS_SELECTOR, f'input[name="account"][value="{account}"]').click()
-            driver.find_element(By.CSS_SELECTOR, 'button[value="allow"]').click()
-        heading = driver.find_element(By.TAG_NAME, "h1").text
+            allow = driver.find_element(By.CSS_SELECTOR, 'button[value="allow"]')
+            allow.click()
+            WebDriverWait(driver, 10).until(EC.staleness_of(allow))
+        heading = WebDriverWait(driver, 10).until(
+            EC.presence_of_element_located((By.TAG_NAME, "h1"))
+        ).text
         errors = [e for e in driver.get_log("browser")
                   if e["level"] == "SEVERE" and e.get("source") != "network"]
         assert not errors, errors
