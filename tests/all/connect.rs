@@ -173,16 +173,7 @@ async fn the_legacy_era_answers_url_elicitation_required_and_notifies_completion
     let http = reqwest::Client::new();
     let endpoint = s.server.endpoint("acme");
     let token = s.token("alice");
-    let init = http
-        .post(&endpoint)
-        .bearer_auth(&token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25",
-                       "capabilities": {"elicitation": {"url": {}}},
-                       "clientInfo": {"name": "t", "version": "1"}}
-        }))
+    let init = airlock_tests::client::legacy_initialize(&http, &endpoint, &token, url_capable())
         .send()
         .await
         .expect("initialize");

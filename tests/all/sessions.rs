@@ -23,18 +23,15 @@ async fn initialize(
     user: &str,
 ) -> (u16, Option<String>, String, Option<String>) {
     let url = server.endpoint("acme");
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(idp.token(&url, user, "mcp"))
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 41, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "1"}}
-        }))
-        .send()
-        .await
-        .expect("initialize");
+    let response = airlock_tests::client::legacy_initialize(
+        &reqwest::Client::new(),
+        &url,
+        &idp.token(&url, user, "mcp"),
+        json!({}),
+    )
+    .send()
+    .await
+    .expect("initialize");
     let status = response.status().as_u16();
     let session = response
         .headers()

@@ -39,15 +39,7 @@ fn main() {
         let token = idp.token(&url, "alice", "mcp");
         let http = reqwest::Client::new();
         let open = async || {
-            let response = http
-                .post(&url)
-                .bearer_auth(&token)
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({
-                    "jsonrpc": "2.0", "id": 1, "method": "initialize",
-                    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                               "clientInfo": {"name": "bench", "version": "1"}}
-                }))
+            let response = airlock_tests::client::legacy_initialize(&http, &url, &token, json!({}))
                 .send()
                 .await
                 .expect("initialize");

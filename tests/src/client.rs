@@ -82,3 +82,21 @@ pub async fn try_call(
         .to_string();
     Ok((trace, resp.text().await?))
 }
+
+/// A raw legacy (2025-11-25) `initialize` request (JSON-RPC id 41) with
+/// `capabilities`, as a client sends it before it has a session.
+pub fn legacy_initialize(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    capabilities: serde_json::Value,
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({
+            "jsonrpc": "2.0", "id": 41, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                       "clientInfo": {"name": "airlock-tests", "version": "1"}}
+        }))
+}

@@ -192,6 +192,24 @@ struct StoredMeta {
     has_refresh_token: bool,
 }
 
+impl StoredMeta {
+    /// The metadata of `tokens` replacing the record `old` (whose
+    /// `created_at` is kept).
+    fn of(tokens: &TokenSet, old: Option<&[u8]>) -> Self {
+        let now = now();
+        let created_at = old
+            .and_then(|bytes| serde_json::from_slice::<RecordDoc>(bytes).ok())
+            .map_or(now, |doc| doc.meta.created_at);
+        StoredMeta {
+            scopes: tokens.scopes.clone(),
+            expires_at: tokens.expires_at,
+            created_at,
+            updated_at: now,
+            has_refresh_token: tokens.refresh_token.is_some(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct RecordDoc {
     key_version: u32,
@@ -381,20 +399,8 @@ impl Vault {
     pub fn put(&self, key: &RecordKey, tokens: &TokenSet) -> Result<(), VaultError> {
         let state = self.tenant_ready(&key.tenant)?;
         let stored_key = key.encode();
-        let created_at = self
-            .store
-            .get(Space::Records, &stored_key)?
-            .and_then(|bytes| serde_json::from_slice::<RecordDoc>(&bytes).ok())
-            .map(|doc| doc.meta.created_at);
-        let now = now();
-        let meta = StoredMeta {
-            scopes: tokens.scopes.clone(),
-            expires_at: tokens.expires_at,
-            created_at: created_at.unwrap_or(now),
-            updated_at: now,
-            has_refresh_token: tokens.refresh_token.is_some(),
-        };
-        let bytes = seal_record(&state, key, meta, tokens)?;
+        let old = self.store.get(Space::Records, &stored_key)?;
+        let bytes = seal_record(&state, key, StoredMeta::of(tokens, old.as_deref()), tokens)?;
         self.store.put(Space::Records, &stored_key, &bytes)
     }
 
@@ -420,20 +426,12 @@ impl Vault {
                 return Ok(false);
             }
             let new = match tokens {
-                Some(tokens) => {
-                    let created_at = serde_json::from_slice::<RecordDoc>(&old)
-                        .ok()
-                        .map(|doc| doc.meta.created_at);
-                    let now = now();
-                    let meta = StoredMeta {
-                        scopes: tokens.scopes.clone(),
-                        expires_at: tokens.expires_at,
-                        created_at: created_at.unwrap_or(now),
-                        updated_at: now,
-                        has_refresh_token: tokens.refresh_token.is_some(),
-                    };
-                    Some(seal_record(&state, key, meta, tokens)?)
-                }
+                Some(tokens) => Some(seal_record(
+                    &state,
+                    key,
+                    StoredMeta::of(tokens, Some(&old)),
+                    tokens,
+                )?),
                 None => None,
             };
             if self.store.compare_and_swap(
