@@ -282,6 +282,29 @@ async fn another_user_cannot_complete_a_connect_link() {
     );
 }
 
+/// One browser step by hand: GET `url` (sending `cookie`), following no
+/// redirect: the status, where it redirects, and the cookie it sets.
+async fn step(url: &str, cookie: Option<&str>) -> (u16, Option<String>, Option<String>) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut request = http.get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.expect("send");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().expect("header").to_string())
+    };
+    let location = header("location");
+    let cookie = header("set-cookie").and_then(|c| c.split(';').next().map(str::to_string));
+    (response.status().as_u16(), location, cookie)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_links_and_states_are_single_use_and_bound_to_the_browser() {
     let s = Setup::start().await;
@@ -289,26 +312,6 @@ async fn connect_links_and_states_are_single_use_and_bound_to_the_browser() {
     s.login.login_as("alice");
     // Walk by hand to keep each step's URL.
     let mut browser = Browser::new(&s.server.url);
-    let http = &browser.http.clone();
-    let step = async |url: &str, cookie: Option<&str>| {
-        let mut request = http.get(url);
-        if let Some(cookie) = cookie {
-            request = request.header("cookie", cookie);
-        }
-        let response = request.send().await.expect("send");
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().expect("location").to_string());
-        let cookie = response
-            .headers()
-            .get("set-cookie")
-            .and_then(|c| c.to_str().ok())
-            .and_then(|c| c.split(';').next())
-            .map(str::to_string);
-        (status, location, cookie)
-    };
     let (_, to_issuer, cookie) = step(&url, None).await;
     let cookie = cookie.expect("cookie");
     let (_, login_return, _) = step(&to_issuer.expect("to issuer"), None).await;
@@ -717,69 +720,27 @@ async fn codes_return_only_to_their_provider_and_planted_cookies_are_refused() {
     let s = Setup::start().await;
     let (url, elicitation_id) = elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
     s.login.login_as("alice");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let location = |r: &reqwest::Response| {
-        r.headers()
-            .get("location")
-            .map(|l| l.to_str().expect("location").to_string())
-    };
-    let first = http.get(&url).send().await.expect("open");
-    let cookie = first.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
-    let to_issuer = location(&first).expect("to the issuer");
-    let back = location(&http.get(&to_issuer).send().await.expect("issuer")).expect("back");
+    let (_, to_issuer, cookie) = step(&url, None).await;
+    let cookie = cookie.expect("cookie");
+    let (_, back, _) = step(&to_issuer.expect("to the issuer"), None).await;
     // A second, planted cookie: refused.
     let planted = format!("{cookie}; airlock_connect={}", "p".repeat(43));
-    let refused = http
-        .get(&back)
-        .header("cookie", planted)
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(refused.status(), 400);
+    let (status, _, _) = step(&back.expect("back"), Some(&planted)).await;
+    assert_eq!(status, 400);
 
     // Again, properly, up to the provider's answer.
-    let first = http
-        .get(&url)
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("open");
-    assert!(
-        first
-            .headers()
-            .get("set-cookie")
-            .is_some_and(|c| c.to_str().expect("cookie").starts_with(&cookie)),
+    let (_, to_issuer, kept) = step(&url, Some(&cookie)).await;
+    assert_eq!(
+        kept.as_ref(),
+        Some(&cookie),
         "a browser in a flow keeps its cookie"
     );
-    let back = location(
-        &http
-            .get(location(&first).expect("to issuer"))
-            .send()
-            .await
-            .expect("issuer"),
-    )
-    .expect("back");
-    let to_provider = location(
-        &http
-            .get(&back)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .expect("login"),
-    )
-    .expect("to provider");
+    let (_, back, _) = step(&to_issuer.expect("to issuer"), None).await;
+    let (_, to_provider, _) = step(&back.expect("back"), Some(&cookie)).await;
+    let to_provider = to_provider.expect("to provider");
     assert!(to_provider.contains("callback%2Fcalendar"), "{to_provider}");
-    let callback =
-        location(&http.get(&to_provider).send().await.expect("provider")).expect("callback");
+    let (_, callback, _) = step(&to_provider, None).await;
+    let callback = callback.expect("callback");
     assert!(
         callback.contains("/connect/acme/callback/calendar?"),
         "{callback}"
@@ -787,20 +748,8 @@ async fn codes_return_only_to_their_provider_and_planted_cookies_are_refused() {
     // The same code and state at another provider's redirect URI: refused
     // (and the state is spent).
     let mixed = callback.replace("/callback/calendar?", "/callback/other?");
-    let refused = http
-        .get(&mixed)
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("mixed");
-    assert_eq!(refused.status(), 400);
-    let spent = http
-        .get(&callback)
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("callback");
-    assert_eq!(spent.status(), 400);
+    assert_eq!(step(&mixed, Some(&cookie)).await.0, 400);
+    assert_eq!(step(&callback, Some(&cookie)).await.0, 400);
 
     // A 2026-07-28 retry reporting that the user declined: a tool error, not
     // another round.
