@@ -36,7 +36,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::forms::{self, FormRefusal, FormTokens, TokenRefusal as Refused, escape, pkce_matches};
 use super::keys::{IssuerKey, mint, now};
 use crate::storage::{Storage, Tree};
 
@@ -147,9 +148,6 @@ struct PendingLogin {
     challenge: String,
     scope: String,
     resource: String,
-    /// The hash of the cookie of the browser that opened the page.
-    browser: String,
-    expires: Instant,
 }
 
 /// Registrations of the last [`REGISTRATION_WINDOW`], oldest first.
@@ -214,7 +212,7 @@ pub(crate) struct DevAuth {
     refresh_lock: Mutex<()>,
     codes: Mutex<HashMap<String, PendingCode>>,
     /// Login forms by their one-time token.
-    logins: Mutex<HashMap<String, PendingLogin>>,
+    logins: FormTokens<PendingLogin>,
     registrations: Mutex<Registrations>,
 }
 
@@ -245,7 +243,12 @@ impl DevAuth {
                 .map_err(|e| e.to_string())?,
             refresh_lock: Mutex::new(()),
             codes: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
+            logins: FormTokens::new(
+                LOGIN_COOKIE,
+                LOGIN_LIFETIME,
+                MAX_CODES,
+                "too many pending logins; try again shortly",
+            ),
             registrations: Mutex::new(Registrations {
                 per_address: REGISTRATIONS_PER_ADDRESS,
                 total: REGISTRATIONS_TOTAL,
@@ -643,35 +646,14 @@ fn validate_request(
     })
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// A page of the issuer, which no other site may frame.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:32em;margin:4em auto}}\
-         button{{font-size:1.1em;margin:.3em;padding:.4em 1.2em}}</style></head>\
-         <body><h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
-    );
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+    let mut response = forms::page(
+        status,
+        title,
+        "body{font-family:sans-serif;max-width:32em;margin:4em auto}\
+         button{font-size:1.1em;margin:.3em;padding:.4em 1.2em}",
+        body,
     );
     no_store(&mut response);
     response
@@ -679,18 +661,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// The value of cookie `name` in `headers`.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 impl PendingLogin {
@@ -719,45 +689,23 @@ async fn authorize(
         Ok(r) => r,
         Err(f) => return f.response(&tenant.issuer),
     };
-    // One cookie per browser, reused across tabs: a second login page does
-    // not break the first.
-    let browser = cookie(&headers, LOGIN_COOKIE)
-        .filter(|c| {
-            c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .unwrap_or_else(random_token);
-    let form_token = random_token();
-    if browser.is_empty() || form_token.is_empty() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
-    }
-    {
-        let mut logins = lock(&auth.logins);
-        let now = Instant::now();
-        logins.retain(|_, l| l.expires > now);
-        if logins.len() >= MAX_CODES {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many pending logins; try again shortly",
-            )
-                .into_response();
-        }
-        logins.insert(
-            form_token.clone(),
-            PendingLogin {
-                tenant: tenant_id.clone(),
-                client_id: request.client.client_id.clone(),
-                redirect_uri: request.redirect_uri.clone(),
-                state: request.state.clone(),
-                challenge: request.challenge.clone(),
-                scope: request.scope.clone(),
-                resource: request.resource.clone(),
-                browser: hash(&browser),
-                expires: now + LOGIN_LIFETIME,
-            },
-        );
-    }
+    let issued = match auth.logins.issue(
+        &headers,
+        &format!("/dev/{tenant_id}"),
+        PendingLogin {
+            tenant: tenant_id.clone(),
+            client_id: request.client.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            state: request.state.clone(),
+            challenge: request.challenge.clone(),
+            scope: request.scope.clone(),
+            resource: request.resource.clone(),
+        },
+    ) {
+        Ok(issued) => issued,
+        Err(refused) => return refused.into_response(),
+    };
+    let form_token = &issued.token;
     let mut hidden: String = params
         .iter()
         .filter(|(k, _)| k.as_str() != "user" && k.as_str() != "form_token")
@@ -800,12 +748,7 @@ async fn authorize(
         tenant = escape(&tenant_id),
     );
     let mut response = page(StatusCode::OK, "Log in to airlock (development)", &body);
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={browser}; Path=/dev/{tenant_id}; HttpOnly; SameSite=Strict; Max-Age={}",
-        LOGIN_LIFETIME.as_secs()
-    )) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    issued.set_cookie(&mut response);
     response
 }
 
@@ -828,20 +771,19 @@ async fn login(
     let Some(form_token) = params.get("form_token") else {
         return refuse("this login form has no one-time token; start again from the app");
     };
-    let browser = cookie(&headers, LOGIN_COOKIE).map(|c| hash(&c));
     let (request, user) = {
-        let mut logins = lock(&auth.logins);
-        let Some(pending) = logins
-            .get(form_token)
-            .filter(|l| l.expires > Instant::now() && l.tenant == tenant_id)
-        else {
-            return refuse(
-                "this login form was already used or has expired; start again from the app",
-            );
+        let mut logins = auth.logins.open();
+        let pending = match logins.find(form_token, &headers, |l| l.tenant == tenant_id) {
+            Ok(pending) => pending,
+            Err(FormRefusal::Stale) => {
+                return refuse(
+                    "this login form was already used or has expired; start again from the app",
+                );
+            }
+            Err(FormRefusal::OtherBrowser) => {
+                return refuse("this login form was not opened in this browser");
+            }
         };
-        if browser.as_ref() != Some(&pending.browser) {
-            return refuse("this login form was not opened in this browser");
-        }
         let request = match validate_request(&auth, &tenant_id, tenant, &params) {
             Ok(r) => r,
             Err(f) => return f.response(&tenant.issuer),
@@ -852,7 +794,7 @@ async fn login(
         let Some(user) = params.get("user").filter(|u| tenant.users.contains(u)) else {
             return refuse("pick one of the demo users");
         };
-        logins.remove(form_token);
+        logins.take(form_token);
         (request, user)
     };
     grant_code(&auth, &tenant_id, tenant, request, user)
@@ -899,14 +841,6 @@ fn grant_code(
         out.push(("state", state));
     }
     redirect_with(&request.redirect_uri, &out)
-}
-
-fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    let well_formed = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    well_formed && URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == challenge
 }
 
 struct Grant {
@@ -1481,40 +1415,9 @@ impl DevAuth {
     }
 }
 
-/// A refused token request (RFC 6749 §5.2).
-struct Refused {
-    status: StatusCode,
-    error: &'static str,
-    description: &'static str,
-}
-
 impl Refused {
-    fn bad(error: &'static str, description: &'static str) -> Self {
-        Refused {
-            status: StatusCode::BAD_REQUEST,
-            error,
-            description,
-        }
-    }
-
-    /// `invalid_client`: 401 with a Basic challenge.
-    fn client(description: &'static str) -> Self {
-        Refused {
-            status: StatusCode::UNAUTHORIZED,
-            error: "invalid_client",
-            description,
-        }
-    }
-
     fn response(self) -> Response {
-        let mut response = oauth_error(self.status, self.error, self.description);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"airlock dev\""),
-            );
-        }
-        response
+        self.respond("Basic realm=\"airlock dev\"", no_store)
     }
 }
 

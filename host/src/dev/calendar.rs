@@ -46,6 +46,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::authserver::{ExpectedSecret, Presented, presented_credentials};
+use super::forms::FormTokens;
 use crate::storage::{Storage, Tree};
 
 mod consent;
@@ -133,9 +134,6 @@ struct PendingConsent {
     state: Option<String>,
     challenge: String,
     scope: String,
-    /// SHA-256 of the cookie the page set.
-    browser: String,
-    expires: Instant,
 }
 
 /// An authorization code, by code. Kept after redemption until it expires,
@@ -199,7 +197,7 @@ struct Counters {
 pub(crate) struct Calendar {
     clients: BTreeMap<String, CalendarClient>,
     access_lifetime_ms: AtomicU64,
-    consents: Mutex<HashMap<String, PendingConsent>>,
+    consents: FormTokens<PendingConsent>,
     codes: Mutex<HashMap<String, PendingCode>>,
     access: Mutex<HashMap<String, AccessRecord>>,
     refresh: Tree,
@@ -240,7 +238,12 @@ impl Calendar {
             access_lifetime_ms: AtomicU64::new(
                 u64::try_from(DEFAULT_ACCESS_LIFETIME.as_millis()).unwrap_or(u64::MAX),
             ),
-            consents: Mutex::new(HashMap::new()),
+            consents: FormTokens::new(
+                CONSENT_COOKIE,
+                CONSENT_LIFETIME,
+                MAX_PENDING,
+                "too many pending consents; try again shortly",
+            ),
             codes: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
             refresh: storage

@@ -7,6 +7,7 @@
 mod authserver;
 mod calendar;
 mod demo;
+mod forms;
 pub mod guest_build;
 mod keys;
 

@@ -6,45 +6,25 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{
-    CODE_LIFETIME, CODE_PREFIX, CONSENT_COOKIE, CONSENT_LIFETIME, Calendar, CalendarClient,
-    MAX_BODY_BYTES, MAX_PENDING, MOUNT, PendingCode, PendingConsent, READ_SCOPE, SCOPES, USERS,
-    WRITE_SCOPE, hash, lock, no_store, random_token,
+    CODE_LIFETIME, CODE_PREFIX, Calendar, CalendarClient, MAX_BODY_BYTES, MAX_PENDING, MOUNT,
+    PendingCode, PendingConsent, READ_SCOPE, SCOPES, USERS, WRITE_SCOPE, lock, no_store,
+    random_token,
 };
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::dev::forms::{self, FormRefusal, escape};
 
 /// A page of the provider, which no other site may frame.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:sans-serif;max-width:32em;margin:4em auto;color:#123}}\
-         h1{{color:#0a6}}label{{display:block;margin:.3em 0}}\
-         button{{font-size:1.1em;margin:.3em;padding:.4em 1.2em}}</style></head>\
-         <body><h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
-    );
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+    let mut response = forms::page(
+        status,
+        title,
+        "body{font-family:sans-serif;max-width:32em;margin:4em auto;color:#123}\
+         h1{color:#0a6}label{display:block;margin:.3em 0}\
+         button{font-size:1.1em;margin:.3em;padding:.4em 1.2em}",
+        body,
     );
     no_store(&mut response);
     response
@@ -79,18 +59,6 @@ pub(super) fn params(bytes: &[u8]) -> Option<HashMap<String, String>> {
         }
     }
     Some(out)
-}
-
-/// The value of cookie `name` in `headers`.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 /// A failed authorization request: told on a page while the redirect URI is
@@ -230,43 +198,22 @@ pub(super) async fn authorize(
         Ok(r) => r,
         Err(f) => return f.response(),
     };
-    // One cookie per browser: reused across tabs, so opening a second consent
-    // page does not break the first.
-    let browser = cookie(&headers, CONSENT_COOKIE)
-        .filter(|c| {
-            c.len() == 43
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .or_else(|| random_token(""));
-    let (Some(browser), Some(form_token)) = (browser, random_token("")) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
+    let issued = match calendar.consents.issue(
+        &headers,
+        MOUNT,
+        PendingConsent {
+            client_id: request.client.client_id.clone(),
+            redirect_uri: request.client.redirect_uri.clone(),
+            redirect_uri_sent: request.redirect_uri_sent,
+            state: request.state,
+            challenge: request.challenge,
+            scope: request.scope.clone(),
+        },
+    ) {
+        Ok(issued) => issued,
+        Err(refused) => return refused.into_response(),
     };
-    {
-        let mut consents = lock(&calendar.consents);
-        let now = Instant::now();
-        consents.retain(|_, c| c.expires > now);
-        if consents.len() >= MAX_PENDING {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many pending consents; try again shortly",
-            )
-                .into_response();
-        }
-        consents.insert(
-            form_token.clone(),
-            PendingConsent {
-                client_id: request.client.client_id.clone(),
-                redirect_uri: request.client.redirect_uri.clone(),
-                redirect_uri_sent: request.redirect_uri_sent,
-                state: request.state,
-                challenge: request.challenge,
-                scope: request.scope.clone(),
-                browser: hash(&browser),
-                expires: now + CONSENT_LIFETIME,
-            },
-        );
-    }
+    let form_token = &issued.token;
     let hint = p.get("login_hint").map(String::as_str);
     let accounts: String = USERS
         .iter()
@@ -293,12 +240,7 @@ pub(super) async fn authorize(
         scope = escape(&request.scope),
     );
     let mut response = page(StatusCode::OK, "Demo Calendar", &body);
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "{CONSENT_COOKIE}={browser}; Path={MOUNT}; HttpOnly; SameSite=Strict; Max-Age={}",
-        CONSENT_LIFETIME.as_secs()
-    )) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    issued.set_cookie(&mut response);
     response
 }
 
@@ -316,24 +258,23 @@ pub(super) async fn consent(
     let Some(form_token) = p.get("form_token") else {
         return error_page("the form token is missing");
     };
-    let browser = cookie(&headers, CONSENT_COOKIE).map(|c| hash(&c));
     let decision = p.get("decision").map(String::as_str);
     let account = p
         .get("account")
         .map(String::as_str)
         .filter(|a| USERS.contains(a));
     let pending = {
-        let mut consents = lock(&calendar.consents);
-        let Some(pending) = consents
-            .get(form_token)
-            .filter(|c| c.expires > Instant::now())
-        else {
-            return error_page(
-                "this consent form was already answered or has expired; start again from the app",
-            );
-        };
-        if browser.as_ref() != Some(&pending.browser) {
-            return error_page("this consent form was not opened in this browser");
+        let mut consents = calendar.consents.open();
+        match consents.find(form_token, &headers, |_| true) {
+            Ok(_) => {}
+            Err(FormRefusal::Stale) => {
+                return error_page(
+                    "this consent form was already answered or has expired; start again from the app",
+                );
+            }
+            Err(FormRefusal::OtherBrowser) => {
+                return error_page("this consent form was not opened in this browser");
+            }
         }
         match (decision, account) {
             (Some("deny"), _) | (Some("allow"), Some(_)) => {}
@@ -342,7 +283,7 @@ pub(super) async fn consent(
             }
             _ => return error_page("choose Allow or Deny"),
         }
-        match consents.remove(form_token) {
+        match consents.take(form_token) {
             Some(p) => p,
             None => return error_page("this consent form was already answered"),
         }

@@ -8,12 +8,9 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::consent::params;
 use super::{
@@ -22,6 +19,7 @@ use super::{
     random_token,
 };
 use crate::dev::authserver::{Presented, presented_credentials};
+use crate::dev::forms::{TokenRefusal as Refusal, pkce_matches};
 use crate::dev::keys::now;
 
 impl Calendar {
@@ -92,33 +90,9 @@ impl Calendar {
     }
 }
 
-/// A refused token request (RFC 6749 §5.2).
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    error: &'static str,
-    description: &'static str,
-}
-
 impl Refusal {
-    fn bad(error: &'static str, description: &'static str) -> Self {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            error,
-            description,
-        }
-    }
-
     fn grant(description: &'static str) -> Self {
         Refusal::bad("invalid_grant", description)
-    }
-
-    fn client(description: &'static str) -> Self {
-        Refusal {
-            status: StatusCode::UNAUTHORIZED,
-            error: "invalid_client",
-            description,
-        }
     }
 
     fn server_error() -> Self {
@@ -132,19 +106,7 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            axum::Json(json!({ "error": self.error, "error_description": self.description })),
-        )
-            .into_response();
-        no_store(&mut response);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"Demo Calendar\""),
-            );
-        }
-        response
+        self.respond("Basic realm=\"Demo Calendar\"", no_store)
     }
 }
 
@@ -184,14 +146,6 @@ fn authenticate<'a>(
         Some(client) if client.secret.matches(&secret) => Ok(client),
         _ => Err(Refusal::client("client authentication failed")),
     }
-}
-
-fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    let well_formed = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    well_formed && URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == challenge
 }
 
 pub(super) async fn token(
