@@ -19,7 +19,8 @@ pub use broker::{Broker, BrokerError, ENVELOPE_HEADER};
 pub use egress::forbidden as forbidden_address;
 pub use local::LocalServices;
 pub use request::{Method, OutboundRequest, RequestLimits};
-pub use tokens::Secret;
+pub(crate) use tokens::token_request;
+pub use tokens::{Granted, Secret, TokenError};
 
 use crate::envelope::Envelope;
 

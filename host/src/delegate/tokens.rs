@@ -126,18 +126,159 @@ impl TokenCache {
     }
 }
 
+// ------------------------------------------------------------- requests
+
+/// Longest lifetime believed from `expires_in`.
+const MAX_LIFETIME_S: u64 = 90 * 24 * 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a token endpoint granted.
+#[derive(Debug)]
+pub struct Granted {
+    /// The access token.
+    pub access_token: Secret,
+    /// A refresh token, if the server gave one.
+    pub refresh_token: Option<Secret>,
+    /// Unix seconds.
+    pub expires_at: Option<u64>,
+    /// The granted scopes (the requested ones when the server does not say).
+    pub scopes: Vec<String>,
+}
+
+/// Why a token endpoint gave no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The server refused the grant (`invalid_grant` and friends): the code
+    /// or refresh token is no good, now or later.
+    #[error("the authorization server refused: {0}")]
+    Refused(String),
+    /// The server could not be reached or answered badly; trying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
-    #[serde(default)]
     token_type: Option<String>,
-    #[serde(default)]
     expires_in: Option<u64>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct OAuthErrorBody {
     error: String,
+}
+
+/// POST `form` to a token endpoint as `client_id` (HTTP Basic with `secret`,
+/// or named in the body as a public client) and read the answer: at most
+/// [`MAX_TOKEN_RESPONSE`] bytes, only a registered error code kept from a
+/// refusal, bearer (or RFC 8693 `N_A`) tokens only. `default_scopes` are the
+/// granted scopes when the server does not say.
+pub(crate) async fn token_request(
+    http: &reqwest::Client,
+    endpoint: &url::Url,
+    client_id: &str,
+    secret: Option<&Secret>,
+    form: &[(&str, &str)],
+    default_scopes: &[String],
+) -> Result<Granted, TokenError> {
+    let mut pairs: Vec<(&str, &str)> = form.to_vec();
+    if secret.is_none() {
+        // A public client names itself in the body (RFC 6749 §3.2.1).
+        pairs.push(("client_id", client_id));
+    }
+    let body = Zeroizing::new(
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish(),
+    );
+    let mut request = http
+        .post(endpoint.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body.to_string())
+        .timeout(TOKEN_TIMEOUT);
+    if let Some(secret) = secret {
+        request = request.basic_auth(form_encode(client_id), Some(form_encode(secret.expose())));
+    }
+    let unavailable = |why: &str| TokenError::Unavailable(format!("the token endpoint {why}"));
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            unavailable("did not answer in time")
+        } else {
+            unavailable("could not be reached")
+        }
+    })?;
+    let status = response.status();
+    // Read at most the cap: a token endpoint cannot make the host buffer more.
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| unavailable("cut its answer off"))?
+    {
+        if bytes.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(unavailable("answered with too much data"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        // Only a registered error code is kept: descriptions can echo
+        // request values.
+        let code = serde_json::from_slice::<OAuthErrorBody>(&bytes)
+            .ok()
+            .map(|b| b.error)
+            .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        return match (status.as_u16(), code) {
+            (400 | 401, Some(code)) => Err(TokenError::Refused(code)),
+            (_, code) => Err(unavailable(&format!(
+                "answered HTTP {}{}",
+                status.as_u16(),
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            ))),
+        };
+    }
+    let mut token: TokenResponse = serde_json::from_slice(&bytes)
+        .map_err(|_| unavailable("answered with something that is not a token response"))?;
+    if let Some(kind) = &token.token_type
+        && !kind.eq_ignore_ascii_case("bearer")
+        && !kind.eq_ignore_ascii_case("n_a")
+    {
+        return Err(unavailable(&format!(
+            "issued an unsupported token type `{kind}`"
+        )));
+    }
+    // Owned by secrets from here on (zeroized when dropped).
+    let access_token = Secret::new(std::mem::take(&mut token.access_token));
+    let refresh_token = token.refresh_token.take().map(Secret::new);
+    if access_token.expose().is_empty() || access_token.expose().len() > 16 * 1024 {
+        return Err(unavailable("issued an empty or oversized token"));
+    }
+    Ok(Granted {
+        access_token,
+        refresh_token: refresh_token
+            .filter(|t| !t.expose().is_empty() && t.expose().len() <= 16 * 1024),
+        expires_at: token
+            .expires_in
+            .map(|s| unix_now().saturating_add(s.min(MAX_LIFETIME_S))),
+        scopes: match token.scope {
+            Some(s) => s.split_whitespace().map(str::to_string).collect(),
+            None => default_scopes.to_vec(),
+        },
+    })
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-encoded before HTTP Basic.
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The host's OAuth client for one authorization server, with its secret.
@@ -221,71 +362,31 @@ impl TokenClient {
         if !self.config.scopes.is_empty() {
             form.push(("scope", self.config.scopes.join(" ")));
         }
-        let body = Zeroizing::new(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-                .finish(),
-        );
-        // The subject token is in `form`; clear it as soon as it is encoded.
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let granted = token_request(
+            &self.http,
+            &self.config.token_endpoint,
+            &self.config.client_id,
+            Some(&self.secret),
+            &pairs,
+            &self.config.scopes,
+        )
+        .await;
+        // The subject token is in `form`: clear it.
+        drop(pairs);
         for (_, value) in &mut form {
             zeroize::Zeroize::zeroize(value);
         }
-        let failed = |why: String| {
+        let granted = granted.map_err(|e| {
             DelegateError::Upstream(format!(
-                "could not get a token for service `{service}`: {why}"
+                "could not get a token for service `{service}`: {e}"
             ))
-        };
-        let response = self
-            .http
-            .post(self.config.token_endpoint.clone())
-            .basic_auth(&self.config.client_id, Some(self.secret.expose()))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(body.to_string())
-            .timeout(TOKEN_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    failed("the authorization server did not answer in time".into())
-                } else {
-                    failed("the authorization server could not be reached".into())
-                }
-            })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|_| failed("the authorization server's answer was cut off".into()))?;
-        if bytes.len() > MAX_TOKEN_RESPONSE {
-            return Err(failed(
-                "the authorization server's answer is too large".into(),
-            ));
-        }
-        if !status.is_success() {
-            // Only the registered OAuth error code is passed on: descriptions
-            // can echo request values.
-            let code = serde_json::from_slice::<OAuthErrorBody>(&bytes)
-                .ok()
-                .map(|b| b.error)
-                .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-                .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-            return Err(failed(format!("the authorization server refused: {code}")));
-        }
-        let token: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
-            failed("the authorization server's answer is not a token response".into())
         })?;
-        if let Some(kind) = &token.token_type
-            && !kind.eq_ignore_ascii_case("bearer")
-            && !kind.eq_ignore_ascii_case("n_a")
-        {
-            return Err(failed(format!("unsupported token type `{kind}`")));
-        }
-        if token.access_token.is_empty() {
-            return Err(failed("the token is empty".into()));
-        }
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).min(24 * 3600));
-        Ok((Secret::new(token.access_token), lifetime))
+        let lifetime = granted
+            .expires_at
+            .map_or(60, |at| at.saturating_sub(unix_now()))
+            .min(24 * 3600);
+        Ok((granted.access_token, Duration::from_secs(lifetime)))
     }
 }
 
@@ -326,5 +427,65 @@ mod tests {
     fn secrets_are_redacted() {
         let s = Secret::new("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    /// A token endpoint on loopback answering `status` with `body`.
+    async fn endpoint(status: u16, body: String) -> url::Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url::Url::parse(&format!("http://{addr}/token")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn token_answers_are_bounded_typed_and_their_errors_reduced_to_a_code() {
+        let http = reqwest::Client::new();
+        let ask = |url: url::Url| {
+            let http = http.clone();
+            async move { token_request(&http, &url, "c", None, &[("grant_type", "x")], &[]).await }
+        };
+        // Over the cap: refused without reading it all.
+        let huge = format!(
+            "{{\"access_token\":\"{}\"}}",
+            "a".repeat(MAX_TOKEN_RESPONSE)
+        );
+        let err = ask(endpoint(200, huge).await).await.unwrap_err();
+        assert!(err.to_string().contains("too much data"), "{err}");
+        // Another token type than bearer (or N_A).
+        let mac = r#"{"access_token":"t","token_type":"mac"}"#.to_string();
+        let err = ask(endpoint(200, mac).await).await.unwrap_err();
+        assert!(err.to_string().contains("unsupported token type"), "{err}");
+        // A refusal keeps its registered code only, never the description.
+        let refused = r#"{"error":"invalid_grant","error_description":"secret-echo"}"#.to_string();
+        let err = ask(endpoint(400, refused).await).await.unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Refused(code) if code == "invalid_grant"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret-echo"));
+        // A good answer, with the default scopes when none are given.
+        let ok = r#"{"access_token":"t","token_type":"Bearer","expires_in":60}"#.to_string();
+        let url = endpoint(200, ok).await;
+        let granted = token_request(&http, &url, "c", None, &[], &["s".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(granted.access_token.expose(), "t");
+        assert_eq!(granted.scopes, ["s"]);
+        assert!(granted.expires_at.is_some());
     }
 }
