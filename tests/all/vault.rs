@@ -49,17 +49,7 @@ fn keyed() -> tempfile::TempDir {
 /// (A database this process just dropped can stay locked for a moment while
 /// sled's flusher thread ends: retry briefly.)
 fn open(dir: &Path) -> (Storage, Vault) {
-    let mut opened = Storage::open(&dir.join("db"));
-    for _ in 0..50 {
-        match &opened {
-            Err(e) if e.is_locked() => {
-                std::thread::sleep(Duration::from_millis(50));
-                opened = Storage::open(&dir.join("db"));
-            }
-            _ => break,
-        }
-    }
-    let storage = opened.unwrap();
+    let storage = Storage::open_waiting(&dir.join("db"), Duration::from_secs(3)).unwrap();
     let vault = Vault::open(&storage, &key_file(dir)).unwrap();
     (storage, vault)
 }

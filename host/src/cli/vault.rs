@@ -178,16 +178,11 @@ fn execute(
     // database) can hold its lock for a moment: with no admin socket to
     // talk to, wait for the lock a little before giving up.
     let socket = admin::socket_path(data);
-    let mut opened = Storage::open(&db);
-    for _ in 0..30 {
-        match &opened {
-            Err(e) if e.is_locked() && !socket.exists() => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                opened = Storage::open(&db);
-            }
-            _ => break,
-        }
-    }
+    let opened = if socket.exists() {
+        Storage::open(&db)
+    } else {
+        Storage::open_waiting(&db, std::time::Duration::from_secs(3))
+    };
     match opened {
         Ok(storage) => {
             let vault = Vault::open(&storage, key).map_err(|e| e.to_string())?;
