@@ -411,21 +411,7 @@ fn connected_tokens_reach_no_log_line_file_or_response() {
     ) {
         return;
     }
-    let logs = crate::leaks::Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "trace,cranelift_codegen=warn,cranelift_frontend=warn,regalloc2=warn,\
-             wasmtime_cranelift=warn,wasmtime=warn,wasmtime_environ=warn,h2=warn,hyper=warn",
-        ))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (logs, runtime) = crate::leaks::capture_logs(crate::leaks::TRACE_ALL);
     runtime.block_on(async {
         let s = Setup::start().await;
         let mut responses = String::new();

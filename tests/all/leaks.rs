@@ -17,6 +17,28 @@ use serde_json::json;
 const CHILD_ENV: &str = "AIRLOCK_LEAKS_CHILD";
 const MARKER: &str = "planted-marker-7f3a9c1e5b";
 
+/// Everything but the compiler's own chatter, at TRACE.
+pub(crate) const TRACE_ALL: &str = "trace,cranelift_codegen=warn,cranelift_frontend=warn,regalloc2=warn,\
+     wasmtime_cranelift=warn,wasmtime=warn,wasmtime_environ=warn,h2=warn,hyper=warn";
+
+/// Install a process-wide subscriber with `filter` writing into the returned
+/// buffer (call once, in a child process), and a 2-thread runtime to run in.
+pub(crate) fn capture_logs(filter: &str) -> (Captured, tokio::runtime::Runtime) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (logs, runtime)
+}
+
 /// Every log line written to it (a `tracing` writer).
 #[derive(Clone, Default)]
 pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
@@ -86,22 +108,7 @@ fn tokens_appear_in_no_output_log_record_or_file() {
     ) {
         return;
     }
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "trace,cranelift_codegen=warn,cranelift_frontend=warn,regalloc2=warn,\
-             wasmtime_cranelift=warn,wasmtime=warn,wasmtime_environ=warn,h2=warn,hyper=warn",
-        ))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (logs, runtime) = crate::leaks::capture_logs(TRACE_ALL);
     runtime.block_on(async {
         let idp = TestIdp::start("").await;
         let tenant = format!(

@@ -14,20 +14,7 @@ fn refused_request_floods_write_a_few_lines() {
     {
         return;
     }
-    let logs = crate::leaks::Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            airlock_host::cli::DEFAULT_LOG_FILTER,
-        ))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (logs, runtime) = crate::leaks::capture_logs(airlock_host::cli::DEFAULT_LOG_FILTER);
     runtime.block_on(async {
         let idp = TestIdp::start("").await;
         let server = TestServer::start(&tenant("acme", &idp.issuer, &["mcp"])).await;
