@@ -487,3 +487,27 @@ async fn an_issuer_can_require_at_jwt() {
     let at = key.sign_typed(Some("at+jwt"), &claims);
     assert_eq!(post(&url, Some(&bearer(&at))).await.status(), 200);
 }
+
+/// The verified-token cache is per tenant: a token accepted (and cached) at
+/// one tenant's endpoint is still refused at another tenant that trusts the
+/// same issuer, and a token with the wrong scope stays refused however often
+/// a good one was seen.
+#[tokio::test]
+async fn a_cached_token_is_not_accepted_at_another_tenant() {
+    let idp = TestIdp::start("").await;
+    let config = format!(
+        "{}{}",
+        tenant("acme", &idp.issuer, &["mcp"]),
+        tenant("globex", &idp.issuer, &["mcp"])
+    );
+    let server = TestServer::start(&config).await;
+    let acme = server.endpoint("acme");
+    let token = idp.token(&acme, "alice", "mcp");
+    for _ in 0..3 {
+        assert_eq!(post(&acme, Some(&bearer(&token))).await.status(), 200);
+    }
+    let at_globex = post(&server.endpoint("globex"), Some(&bearer(&token))).await;
+    assert_eq!(at_globex.status(), 401, "the audience is acme's");
+    let unscoped = idp.token(&acme, "alice", "other");
+    assert_eq!(post(&acme, Some(&bearer(&unscoped))).await.status(), 403);
+}
