@@ -28,6 +28,8 @@ const WORKSPACES: &[(&str, &[&str])] = &[
             "lying-dupes",
             "lying-schema",
             "lying-many-tools",
+            "conformance",
+            "v010",
         ],
     ),
 ];

@@ -5,7 +5,10 @@ use serde::de::DeserializeOwned;
 
 use crate::ctx::Ctx;
 use crate::error::ToolError;
-use crate::output::{Content, IntoToolOutput, ToolOutput};
+use crate::input::{ClientCapabilities, InputRequest, InputResponse};
+use crate::output::{
+    Content, EmbeddedResource, IntoToolOutput, ResourceBody, ResourceLink, ToolOutput,
+};
 use crate::wit::airlock::tool::types as wit;
 
 /// Behaviour hints given in `#[tool(...)]`.
@@ -103,34 +106,137 @@ pub fn describe(entries: &[Entry]) -> Vec<wit::ToolDescriptor> {
     entries.iter().map(|e| (e.descriptor)()).collect()
 }
 
-/// `tool.call` for a set of tools.
+/// `tool.call` for a set of tools: one round of a call made by the host.
 pub fn call(
+    entries: &[Entry],
+    request: wit::CallRequest,
+) -> Result<wit::CallOutcome, wit::ToolError> {
+    let wit::CallRequest {
+        name,
+        arguments,
+        client,
+        responses,
+        state,
+    } = request;
+    let ctx = Ctx::from_host(
+        client_from_wit(client),
+        responses.into_iter().map(response_from_wit).collect(),
+        state.as_deref(),
+    );
+    dispatch(entries, &name, &arguments, &ctx)
+}
+
+/// Run tool `name` with `ctx` and turn how it ended into the call's outcome.
+pub(crate) fn dispatch(
     entries: &[Entry],
     name: &str,
     arguments: &str,
-) -> Result<wit::ToolResult, wit::ToolError> {
+    ctx: &Ctx,
+) -> Result<wit::CallOutcome, wit::ToolError> {
     let entry = entries
         .iter()
         .find(|e| e.name == name)
         .ok_or_else(|| wit::ToolError::InvalidInput(format!("unknown tool `{name}`")))?;
-    let ctx = Ctx::from_host();
-    let output = (entry.call)(&ctx, arguments).map_err(wit::ToolError::from)?;
-    Ok(to_wit(output))
+    outcome((entry.call)(ctx, arguments))
+}
+
+/// A tool's result as the call's outcome: output, input required, or error.
+pub(crate) fn outcome(
+    result: Result<ToolOutput, ToolError>,
+) -> Result<wit::CallOutcome, wit::ToolError> {
+    match result {
+        Ok(output) => Ok(wit::CallOutcome::Complete(to_wit(output))),
+        Err(ToolError::__InputRequired(asked)) => {
+            Ok(wit::CallOutcome::InputRequired(wit::InputRequired {
+                requests: asked
+                    .requests
+                    .into_iter()
+                    .map(|(key, request)| (key, request_to_wit(request)))
+                    .collect(),
+                state: asked.state,
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn client_from_wit(c: wit::ClientCapabilities) -> ClientCapabilities {
+    ClientCapabilities {
+        elicitation_form: c.elicitation_form,
+        elicitation_url: c.elicitation_url,
+        sampling: c.sampling,
+        roots: c.roots,
+    }
+}
+
+fn response_from_wit((key, response): (String, wit::InputResponse)) -> (String, InputResponse) {
+    let response = match response {
+        wit::InputResponse::Answered(json) => InputResponse::Answered(json),
+        wit::InputResponse::Unavailable(reason) => InputResponse::Unavailable(reason),
+    };
+    (key, response)
+}
+
+fn request_to_wit(request: InputRequest) -> wit::InputRequest {
+    match request {
+        InputRequest::Form {
+            message,
+            requested_schema,
+        } => wit::InputRequest::Form(wit::FormElicitation {
+            message,
+            requested_schema: requested_schema.to_string(),
+        }),
+        InputRequest::Url { message, url } => {
+            wit::InputRequest::Url(wit::UrlElicitation { message, url })
+        }
+        InputRequest::Sampling(params) => wit::InputRequest::Sampling(params.to_string()),
+        InputRequest::Roots => wit::InputRequest::Roots,
+    }
 }
 
 fn to_wit(output: ToolOutput) -> wit::ToolResult {
     wit::ToolResult {
-        content: output
-            .content
-            .into_iter()
-            .map(|c| match c {
-                Content::Text(t) => wit::ContentBlock::Text(t),
-                Content::Json(j) => wit::ContentBlock::Json(j),
-                Content::Image { data, mime_type } => {
-                    wit::ContentBlock::Image(wit::Image { data, mime_type })
-                }
-            })
-            .collect(),
+        content: output.content.into_iter().map(content_to_wit).collect(),
         structured: output.structured.map(|v| v.to_string()),
+    }
+}
+
+fn content_to_wit(content: Content) -> wit::ContentBlock {
+    match content {
+        Content::Text(t) => wit::ContentBlock::Text(t),
+        Content::Json(j) => wit::ContentBlock::Json(j),
+        Content::Image { data, mime_type } => {
+            wit::ContentBlock::Image(wit::Image { data, mime_type })
+        }
+        Content::Audio { data, mime_type } => {
+            wit::ContentBlock::Audio(wit::Audio { data, mime_type })
+        }
+        Content::Resource(EmbeddedResource {
+            uri,
+            mime_type,
+            body,
+        }) => wit::ContentBlock::EmbeddedResource(wit::EmbeddedResource {
+            uri,
+            mime_type,
+            body: match body {
+                ResourceBody::Text(t) => wit::ResourceBody::Text(t),
+                ResourceBody::Blob(b) => wit::ResourceBody::Blob(b),
+            },
+        }),
+        Content::ResourceLink(ResourceLink {
+            uri,
+            name,
+            title,
+            description,
+            mime_type,
+            size,
+        }) => wit::ContentBlock::ResourceLink(wit::ResourceLink {
+            uri,
+            name,
+            title,
+            description,
+            mime_type,
+            size,
+        }),
     }
 }

@@ -24,6 +24,8 @@ pub struct Actor {
     pub subject: String,
     /// The tenant the subject belongs to.
     pub tenant: String,
+    /// The issuer that vouched for the subject. A user is tenant + issuer + subject.
+    pub issuer: String,
 }
 
 /// Which software makes the call on the actor's behalf.
@@ -112,6 +114,7 @@ impl From<wit::Envelope> for Envelope {
                 },
                 subject: e.actor.subject,
                 tenant: e.actor.tenant,
+                issuer: e.actor.issuer,
             },
             agent: Agent {
                 client_id: e.agent.client_id,

@@ -23,30 +23,45 @@
 //! Its doc comment becomes the tool's description and the argument type's schema
 //! its input schema.
 //!
+//! Output is text, JSON, images, audio, embedded resources and resource links
+//! ([`Content`]).
+//!
 //! The tool sees who it acts for through [`Ctx::envelope`], reaches services only
-//! through [`Ctx::delegate`], and logs through [`Ctx::log`]. It has no network,
-//! files, clock or environment. With the `testing` feature, the `testing` module lets you
-//! run tools natively in unit tests.
+//! through [`Ctx::delegate`], logs through [`Ctx::log`] and reports progress
+//! through [`Ctx::progress`]. It has no network, files, clock or environment.
+//!
+//! A tool can ask the client for input before it finishes — a form or a URL
+//! to visit ([`Ctx::elicit`]), a completion from the client's model
+//! ([`Ctx::sample`]), the client's roots ([`Ctx::roots`]), several at once
+//! ([`Ctx::ask`]) — and `?` does the asking: the call ends, the host asks the
+//! client and runs the tool again in a fresh instance with the answers. See
+//! the [`input`] module.
+//!
+//! With the `testing` feature, the `testing` module lets you run tools
+//! natively in unit tests, playing the client's part too.
 #![deny(missing_docs)]
 
 mod ctx;
 pub mod delegate;
 mod envelope;
 mod error;
+pub mod input;
 mod output;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[doc(hidden)]
 pub mod __private;
+#[cfg(test)]
+mod tests;
 
-/// Generated bindings for `wit/airlock-tool.wit`. Not part of the API: use the
+/// Generated bindings for `wit/0.2.0/airlock-tool.wit` (`airlock:tool@0.2.0`). Not part of the API: use the
 /// wrappers in this crate instead.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/0.2.0",
         world: "tool-component",
         default_bindings_module: "airlock_sdk::wit",
         pub_export_macro: true,
@@ -59,7 +74,13 @@ pub use ctx::{Ctx, Log};
 pub use delegate::{DelegateError, Method, RequestBuilder, Response};
 pub use envelope::{Actor, ActorKind, Agent, Delegation, DelegationMode, Envelope};
 pub use error::ToolError;
-pub use output::{Content, IntoToolOutput, Json, ToolOutput};
+pub use input::{
+    Answers, Ask, ClientCapabilities, ElicitAction, ElicitAnswer, Elicitation, Field, FormSchema,
+    IfAvailable, InputRequest, InputRequired, InputResponse, Root, SampleAnswer, SamplingRequest,
+};
+pub use output::{
+    Content, EmbeddedResource, IntoToolOutput, Json, ResourceBody, ResourceLink, ToolOutput,
+};
 
 /// Re-exported so tool crates derive schemas with the same version the SDK uses.
 pub use schemars;

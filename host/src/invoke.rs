@@ -3,8 +3,9 @@
 //! resolve the tool in the tenant's catalog → mint the envelope from the
 //! validated principal → audit start → run in the sandbox → audit end → the
 //! outcome. The protocol layer (`mcp`) only translates to and from this
-//! module; later steps (delegation grants, account connect, input-required
-//! rounds) are added here.
+//! module. A call that needs input from the client (the tool asked, or an
+//! account must be connected) ends with [`InvokeError::InputRequired`] and a
+//! sealed `requestState` (`rounds`); the next round opens it here.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +18,11 @@ use crate::delegate::Delegation;
 use crate::edge::{HostSession, Principal, TraceContext};
 use crate::envelope::{Envelope, EnvelopeClaims};
 use crate::registry::{InstalledTool, TenantCatalog};
-use crate::sandbox::{CallError, CallRequest, Sandbox, ToolOutput};
+use crate::rounds::{Binding, Pending, Rounds, StateError};
+use crate::sandbox::{
+    CallError, CallEvents, CallRequest, ClientCapabilities, InputRequest, InputResponse,
+    Outcome as RoundOutcome, Sandbox, ToolOutput,
+};
 
 /// Why a call produced no tool output.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +37,38 @@ pub enum InvokeError {
     /// (or its result withheld). Details are in the host log.
     #[error("the call was refused: its audit record could not be written")]
     AuditUnavailable,
-    /// The call needs the user to do something first (connect an account):
-    /// the protocol layer asks them, and the client retries.
-    #[error("{}", .0.message)]
-    InputRequired(UrlElicitation),
+    /// The call needs input from the client first: the protocol layer asks
+    /// (or has the client ask), then the client retries with the answers and
+    /// the sealed state.
+    #[error("the call needs input from the client")]
+    InputRequired(Box<Asked>),
+    /// The `requestState` sent back cannot be used.
+    #[error(transparent)]
+    BadRequestState(#[from] StateError),
+    /// The user declined connecting the account this call needs.
+    #[error("the user declined what this tool asked for, so it did not run")]
+    Declined,
+}
+
+/// What to ask the client before the next round.
+#[derive(Debug)]
+pub struct Asked {
+    /// The requests, under their keys.
+    pub requests: Vec<(String, InputRequest)>,
+    /// The sealed state the next round needs back.
+    pub request_state: String,
+    /// Set when the host itself asks the user to connect an account (the
+    /// only request is then this URL elicitation).
+    pub connect: Option<UrlElicitation>,
+}
+
+/// What a retry carries from the client.
+#[derive(Debug, Default)]
+pub struct Input {
+    /// The client's answers by key (each a JSON object).
+    pub responses: Vec<(String, InputResponse)>,
+    /// The state the previous round returned.
+    pub request_state: Option<String>,
 }
 
 /// What the host shares between every tenant's calls.
@@ -45,6 +78,8 @@ pub struct Invoker {
     audit: Arc<AuditLog>,
     connector: Option<Arc<Connector>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Seals `requestState`; `None` only if no key could be made.
+    rounds: Option<Rounds>,
 }
 
 impl std::fmt::Debug for Invoker {
@@ -67,7 +102,16 @@ impl Invoker {
             audit,
             connector: None,
             metrics: Arc::default(),
+            rounds: Rounds::ephemeral()
+                .inspect_err(|e| tracing::error!(error = %e, "input rounds are unavailable"))
+                .ok(),
         }
+    }
+
+    /// Seal round states with `rounds` (by default a key of this process).
+    pub fn with_rounds(mut self, rounds: Rounds) -> Self {
+        self.rounds = Some(rounds);
+        self
     }
 
     /// Count calls into `metrics` (by default, a registry of its own).
@@ -113,6 +157,12 @@ pub struct Call<'a> {
     pub tool: &'a str,
     /// The arguments object.
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// What the client can be asked for.
+    pub client: ClientCapabilities,
+    /// Answers and state from the client, on a retry.
+    pub input: Input,
+    /// Where the tool's progress and log lines go besides the host log.
+    pub events: Option<Arc<dyn CallEvents>>,
 }
 
 impl TenantInvoker {
@@ -138,15 +188,48 @@ impl TenantInvoker {
         self.catalog.visible(principal.scopes())
     }
 
-    /// Run one call.
-    pub async fn call(&self, call: Call<'_>) -> Result<ToolOutput, InvokeError> {
+    /// Run one round of a call.
+    pub async fn call(&self, mut call: Call<'_>) -> Result<ToolOutput, InvokeError> {
         let principal = call.principal;
+        let given = std::mem::take(&mut call.input.responses);
+        let events = call.events.take();
         let tool = self
             .catalog
             .find(call.tool, principal.scopes())
             .ok_or_else(|| InvokeError::UnknownTool(call.tool.to_string()))?;
+        let arguments = serde_json::Value::Object(call.arguments.clone()).to_string();
+        let binding = Binding {
+            tenant: principal.tenant(),
+            issuer: principal.issuer(),
+            subject: principal.subject(),
+            tool: &tool.descriptor.name,
+            arguments: &arguments,
+        };
+        let rounds = self.shared.rounds.as_ref();
+        let (responses, state) = match &call.input.request_state {
+            None => (given, None),
+            Some(token) => {
+                let rounds = rounds.ok_or(StateError::Invalid)?;
+                match rounds.open(&binding, token)? {
+                    Pending::Connect => {
+                        let declined = given.iter().any(|(_, r)| {
+                            matches!(r, InputResponse::Answered(v)
+                                if matches!(v.get("action").and_then(|a| a.as_str()), Some("decline" | "cancel")))
+                        });
+                        if declined {
+                            return Err(InvokeError::Declined);
+                        }
+                        (Vec::new(), None)
+                    }
+                    Pending::Tool { keys, state } => {
+                        let mut responses = given;
+                        responses.retain(|(key, _)| keys.contains(key));
+                        (responses, state)
+                    }
+                }
+            }
+        };
         let envelope = Arc::new(mint(&call, tool));
-        let arguments = serde_json::Value::Object(call.arguments).to_string();
         tracing::info!(
             tenant = %envelope.tenant(), tool = %envelope.tool(), trace_id = %envelope.trace_id(),
             envelope_id = %envelope.envelope_id(), "tool call"
@@ -166,8 +249,12 @@ impl TenantInvoker {
             &tool.component,
             CallRequest {
                 envelope: envelope.clone(),
-                arguments,
+                arguments: arguments.clone(),
                 delegate: delegate.clone(),
+                client: call.client,
+                responses,
+                state,
+                events,
             },
         );
         let (started, (outcome, cpu)) = tokio::join!(start, run);
@@ -175,15 +262,18 @@ impl TenantInvoker {
             .append(Entry::end(
                 who,
                 CallEnd {
-                    outcome: if outcome.is_ok() {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Error
+                    outcome: match &outcome {
+                        Ok(RoundOutcome::Complete(_)) => Outcome::Ok,
+                        Ok(RoundOutcome::InputRequired(_)) => Outcome::InputRequired,
+                        Err(_) => Outcome::Error,
                     },
                     error_kind: outcome.as_ref().err().map(|e| e.code().to_string()),
                     duration_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
                     cpu_ms: cpu.map(|c| u64::try_from(c.as_millis()).unwrap_or(u64::MAX)),
-                    output_bytes: outcome.as_ref().map_or(0, |o| o.encoded_bytes as u64),
+                    output_bytes: match &outcome {
+                        Ok(RoundOutcome::Complete(o)) => o.encoded_bytes as u64,
+                        _ => 0,
+                    },
                 },
             ))
             .await;
@@ -195,7 +285,11 @@ impl TenantInvoker {
             };
             metrics.busy(envelope.tenant(), scope);
         }
-        let code = outcome.as_ref().err().map_or("ok", CallError::code);
+        let code = match &outcome {
+            Ok(RoundOutcome::Complete(_)) => "ok",
+            Ok(RoundOutcome::InputRequired(_)) => "input_required",
+            Err(e) => e.code(),
+        };
         metrics.call(envelope.tenant(), envelope.tool(), code, began.elapsed());
         if let Some(cpu) = cpu {
             metrics.call_cpu(envelope.tenant(), cpu);
@@ -209,11 +303,39 @@ impl TenantInvoker {
                 return Err(InvokeError::AuditUnavailable);
             }
         }
+        let seal = |pending: Pending| -> Result<String, InvokeError> {
+            let rounds = rounds.ok_or(InvokeError::Call(CallError::Internal))?;
+            rounds
+                .seal(&binding, pending)
+                .map_err(|_| InvokeError::Call(CallError::Internal))
+        };
         match (outcome, delegate.needs_connect()) {
             // A tool that failed because an account is not connected ends
             // by asking the user to connect it (one that coped gets its way).
-            (Err(_), Some(elicitation)) => Err(InvokeError::InputRequired(elicitation)),
-            (outcome, _) => outcome.map_err(InvokeError::Call),
+            (Err(_), Some(elicitation)) => Err(InvokeError::InputRequired(Box::new(Asked {
+                requests: vec![(
+                    elicitation.id.clone(),
+                    InputRequest::Url {
+                        message: elicitation.message.clone(),
+                        url: elicitation.url.clone(),
+                    },
+                )],
+                request_state: seal(Pending::Connect)?,
+                connect: Some(elicitation),
+            }))),
+            (Ok(RoundOutcome::Complete(output)), _) => Ok(output),
+            (Ok(RoundOutcome::InputRequired(asked)), _) => {
+                let keys = asked.requests.iter().map(|(k, _)| k.clone()).collect();
+                Err(InvokeError::InputRequired(Box::new(Asked {
+                    request_state: seal(Pending::Tool {
+                        keys,
+                        state: asked.state,
+                    })?,
+                    requests: asked.requests,
+                    connect: None,
+                })))
+            }
+            (Err(e), None) => Err(InvokeError::Call(e)),
         }
     }
 

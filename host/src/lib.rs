@@ -14,6 +14,7 @@ pub mod invoke;
 pub mod mcp;
 pub mod metrics;
 pub mod registry;
+pub mod rounds;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

@@ -56,6 +56,9 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The key sealing input rounds' `requestState` is unusable.
+    #[error(transparent)]
+    RoundKey(#[from] crate::rounds::RoundKeyError),
     /// The envelope signing keys are unusable.
     #[error("envelope signing keys: {0}")]
     Keys(#[from] crate::envelope::KeyError),
@@ -197,8 +200,11 @@ impl Host {
                 connector.clone(),
             )?)),
         };
-        let mut invoker =
-            Invoker::new(sandbox, delegation, audit.clone()).with_metrics(metrics.clone());
+        let mut invoker = Invoker::new(sandbox, delegation, audit.clone())
+            .with_metrics(metrics.clone())
+            .with_rounds(crate::rounds::Rounds::open_or_create(
+                &config.data_dir.join("keys").join("rounds.key"),
+            )?);
         if let Some(connector) = &connector {
             invoker = invoker.with_connector(connector.clone());
         }
@@ -221,6 +227,7 @@ impl Host {
                 allowed_hosts: allowed_hosts(&config),
                 shutdown: shutdown.child_token(),
                 session_idle: config.server.sessions.idle,
+                input_timeout: config.server.request_timeout,
             };
             services.insert(tenant.clone(), mcp::service(handler, settings));
         }

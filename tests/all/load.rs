@@ -111,11 +111,11 @@ async fn the_cpu_limit_ends_a_spinning_call_with_its_own_error() {
         .sandbox
         .call_metered(
             &hostile,
-            CallRequest {
-                envelope: envelope("acme", "mallory", "spin", &[]),
-                arguments: "{}".into(),
-                delegate: Arc::new(DenyAll),
-            },
+            CallRequest::new(
+                envelope("acme", "mallory", "spin", &[]),
+                "{}".into(),
+                Arc::new(DenyAll),
+            ),
         )
         .await;
     let err = result.unwrap_err();
@@ -154,11 +154,11 @@ async fn awaiting_a_slow_service_is_not_cpu_time() {
         .sandbox
         .call_metered(
             &hostile,
-            CallRequest {
-                envelope: envelope("acme", "mallory", "slow_delegate", &["slow"]),
-                arguments: "{}".into(),
-                delegate: NotesService::new(),
-            },
+            CallRequest::new(
+                envelope("acme", "mallory", "slow_delegate", &["slow"]),
+                "{}".into(),
+                NotesService::new(),
+            ),
         )
         .await;
     assert_eq!(

@@ -21,6 +21,7 @@ mod logs;
 mod mcp;
 mod memory;
 mod ops;
+mod semantics;
 mod serve;
 mod sessions;
 mod slow;

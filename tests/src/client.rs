@@ -55,6 +55,25 @@ pub async fn try_call(
     tool: &str,
     args: serde_json::Value,
 ) -> Result<(String, String), reqwest::Error> {
+    call_with_meta(url, token, tool, args, serde_json::json!({})).await
+}
+
+/// [`try_call`] with `extra` merged into the request's `_meta` (a progress
+/// token, a log level, client capabilities).
+pub async fn call_with_meta(
+    url: &str,
+    token: &str,
+    tool: &str,
+    args: serde_json::Value,
+    extra: serde_json::Value,
+) -> Result<(String, String), reqwest::Error> {
+    let mut meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    if let (Some(meta), Some(extra)) = (meta.as_object_mut(), extra.as_object()) {
+        meta.extend(extra.clone());
+    }
     let resp = reqwest::Client::new()
         .post(url)
         .bearer_auth(token)
@@ -68,9 +87,7 @@ pub async fn try_call(
         )
         .json(&serde_json::json!({
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": args,
-              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                        "io.modelcontextprotocol/clientCapabilities": {}}}
+            "params": {"name": tool, "arguments": args, "_meta": meta}
         }))
         .send()
         .await?;
@@ -99,4 +116,28 @@ pub fn legacy_initialize(
             "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities,
                        "clientInfo": {"name": "airlock-tests", "version": "1"}}
         }))
+}
+
+/// Connect like [`connect`], with `handler` answering what the server asks
+/// (elicitation, sampling, roots) and receiving its notifications.
+pub async fn connect_with<H: rmcp::ClientHandler>(
+    url: &str,
+    token: &str,
+    era: &ProtocolVersion,
+    handler: H,
+) -> RunningService<RoleClient, H> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token),
+    );
+    let lifecycle = if *era == ProtocolVersion::V_2025_11_25 {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![era.clone()],
+        }
+    };
+    handler
+        .serve_with_lifecycle(transport, lifecycle)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url} in era {era}: {e}"))
 }

@@ -49,6 +49,7 @@ impl Dev {
                 data: data.path().to_path_buf(),
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 tools: Some(tools),
+                conformance: None,
             },
             &mut out,
         )

@@ -14,7 +14,7 @@ use airlock_host::envelope::{
     ActorKind, Delegation, DelegationMode, Envelope, EnvelopeClaims, random_id,
 };
 use airlock_host::sandbox::{
-    CallError, CallRequest, Limits, LoadedComponent, Sandbox, SandboxSettings, ToolOutput,
+    CallError, CallRequest, Limits, LoadedComponent, Outcome, Sandbox, SandboxSettings, ToolOutput,
 };
 
 pub mod bench;
@@ -155,13 +155,19 @@ impl TestHost {
         self.sandbox
             .call(
                 component,
-                CallRequest {
-                    envelope,
-                    arguments: args.to_string(),
-                    delegate,
-                },
+                CallRequest::new(envelope, args.to_string(), delegate),
             )
             .await
+            .and_then(Outcome::into_complete)
+    }
+
+    /// Run one round of `request` (which may end by asking for input).
+    pub async fn round(
+        &self,
+        component: &LoadedComponent,
+        request: CallRequest,
+    ) -> Result<Outcome, CallError> {
+        self.sandbox.call(component, request).await
     }
 }
 

@@ -48,13 +48,12 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             }
 
             fn call(
-                name: ::std::string::String,
-                arguments: ::std::string::String,
+                request: ::airlock_sdk::wit::airlock::tool::types::CallRequest,
             ) -> ::core::result::Result<
-                ::airlock_sdk::wit::airlock::tool::types::ToolResult,
+                ::airlock_sdk::wit::airlock::tool::types::CallOutcome,
                 ::airlock_sdk::wit::airlock::tool::types::ToolError,
             > {
-                ::airlock_sdk::__private::call(__AIRLOCK_TOOLS, &name, &arguments)
+                ::airlock_sdk::__private::call(__AIRLOCK_TOOLS, request)
             }
         }
 

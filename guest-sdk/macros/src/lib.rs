@@ -12,6 +12,8 @@ use proc_macro::TokenStream;
 ///
 /// The function takes an optional `ctx: &Ctx` and at most one argument value,
 /// and returns `Result<T, ToolError>`. Its doc comment becomes the description.
+/// A tool that asks the client for input returns early through `?`; it runs
+/// again, from the start, with the answer.
 /// Options: `name = "..."`, `title = "..."`, and the hints `read_only`,
 /// `destructive`, `idempotent`, `open_world`.
 #[proc_macro_attribute]

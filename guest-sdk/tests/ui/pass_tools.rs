@@ -1,4 +1,4 @@
-use airlock_sdk::{tool, Ctx, Json, ToolError};
+use airlock_sdk::{tool, Ctx, Elicitation, Field, FormSchema, IfAvailable, Json, ToolError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,20 @@ fn ping() -> Result<(), ToolError> {
     Ok(())
 }
 
-airlock_sdk::export_tools!(echo, count, ping);
+/// Ask before acting.
+#[tool(destructive)]
+fn wipe(ctx: &Ctx) -> Result<String, ToolError> {
+    ctx.progress(0.0, None, Some("asking"));
+    let form = FormSchema::new().field(Field::boolean("confirm").default(false));
+    let answer = ctx
+        .elicit("confirm", Elicitation::form("Wipe?", form))
+        .if_available()?;
+    Ok(match answer {
+        Some(a) if a.accepted() && a.bool("confirm") == Some(true) => "wiped".into(),
+        _ => "kept".into(),
+    })
+}
+
+airlock_sdk::export_tools!(echo, count, ping, wipe);
 
 fn main() {}

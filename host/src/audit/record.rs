@@ -99,6 +99,9 @@ pub enum Outcome {
     Ok,
     /// The call ended in an error (tool error, limit, trap, refusal).
     Error,
+    /// The round ended by asking the client for input; the call goes on
+    /// in another round (its own records).
+    InputRequired,
 }
 
 /// How a call ended.

@@ -48,6 +48,11 @@ enum Command {
         /// source.
         #[arg(long, value_name = "DIR")]
         tools: Option<PathBuf>,
+        /// Also serve tenant `conformance` (user `tester`, no services) with
+        /// this one component installed, for the MCP conformance suite
+        /// (tests/scripts/conformance.sh).
+        #[arg(long, value_name = "COMPONENT")]
+        conformance: Option<PathBuf>,
     },
     /// Check the audit trail's chains and signatures, or export its records.
     #[command(subcommand)]
@@ -109,12 +114,14 @@ pub async fn run(
             data,
             listen,
             tools,
+            conformance,
         } => {
             dev(
                 crate::dev::DevOptions {
                     data,
                     listen,
                     tools,
+                    conformance,
                 },
                 out,
             )

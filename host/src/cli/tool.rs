@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::delegate::{Delegate, DenyAll, LocalServices};
 use crate::envelope::{ActorKind, Delegation, DelegationMode, Envelope, EnvelopeClaims, random_id};
 use crate::sandbox::{
-    CallRequest, Content, Limits, LoadedComponent, Sandbox, SandboxSettings, ToolDescriptor,
+    CallRequest, Content, Limits, LoadedComponent, Outcome, ResourceBody, Sandbox, SandboxSettings,
+    ToolDescriptor,
 };
 
 #[derive(Debug, Subcommand)]
@@ -159,14 +160,11 @@ pub(crate) async fn run(cmd: ToolCommand, out: &mut (dyn Write + Send)) -> Resul
                 },
                 limits.timeout + Duration::from_secs(60),
             );
-            let request = CallRequest {
-                envelope: Arc::new(envelope),
-                arguments: args,
-                delegate,
-            };
+            let request = CallRequest::new(Arc::new(envelope), args, delegate);
             let output = sandbox
                 .call(&component, request)
                 .await
+                .and_then(Outcome::into_complete)
                 .map_err(|e| format!("tool `{tool}` failed ({}): {e}", e.code()))?;
             print_output(&output.content, output.structured.as_ref(), out)
         }
@@ -241,6 +239,18 @@ fn print_output(
             }
             Content::Image { data, mime_type } => {
                 writeln!(out, "[image {mime_type}, {} bytes]", data.len()).map_err(w)?
+            }
+            Content::Audio { data, mime_type } => {
+                writeln!(out, "[audio {mime_type}, {} bytes]", data.len()).map_err(w)?
+            }
+            Content::Resource { uri, body, .. } => match body {
+                ResourceBody::Text(text) => writeln!(out, "[resource {uri}]\n{text}").map_err(w)?,
+                ResourceBody::Blob(data) => {
+                    writeln!(out, "[resource {uri}, {} bytes]", data.len()).map_err(w)?
+                }
+            },
+            Content::ResourceLink(link) => {
+                writeln!(out, "[link {} {}]", link.name, link.uri).map_err(w)?
             }
         }
     }

@@ -1,8 +1,9 @@
 //! `airlock dev` and `airlock token`: everything local, no setup. Two demo
 //! tenants with the example tools installed, each with a development OAuth
 //! authorization server, and demo downstream APIs for the tools to delegate
-//! to, all on one loopback listener. Nothing here is reachable from
-//! `airlock serve`.
+//! to, all on one loopback listener; with `--conformance`, a third tenant
+//! holding one given component, for the MCP conformance suite. Nothing here
+//! is reachable from `airlock serve`.
 
 mod authserver;
 mod calendar;
@@ -62,6 +63,26 @@ pub const DEMO_TENANTS: &[DemoTenant] = &[
     },
 ];
 
+/// The tenant `airlock dev --conformance` adds: the given component, one
+/// user, no services.
+pub static CONFORMANCE_TENANT: DemoTenant = DemoTenant {
+    id: "conformance",
+    users: &["tester"],
+    tools: &[(CONFORMANCE_COMPONENT, None, &[])],
+};
+/// The component name of the `--conformance` component.
+const CONFORMANCE_COMPONENT: &str = "conformance";
+
+/// The tenants `airlock dev` serves: the demo tenants, plus the conformance
+/// tenant when it has a component.
+fn dev_tenants(conformance: bool) -> Vec<&'static DemoTenant> {
+    let mut tenants: Vec<&'static DemoTenant> = DEMO_TENANTS.iter().collect();
+    if conformance {
+        tenants.push(&CONFORMANCE_TENANT);
+    }
+    tenants
+}
+
 /// The scope every demo tenant requires.
 pub const TENANT_SCOPE: &str = "mcp";
 /// The example tools.
@@ -70,7 +91,9 @@ const EXAMPLE_TOOLS: &[&str] = &["echo", "whoami", "notes", "tickets", "calendar
 /// the development issuers (for token exchange).
 const HOST_SECRET_FILE: &str = "airlock-host.secret";
 /// Browser origins of MCP Inspector.
-const INSPECTOR_ORIGINS: &[&str] = &["http://localhost:6274", "http://127.0.0.1:6274"];
+/// Browser pages on this machine (MCP Inspector, local tools), any port:
+/// `airlock dev` listens on loopback only.
+const INSPECTOR_ORIGINS: &[&str] = &["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 impl DemoTenant {
     fn scopes(&self) -> Vec<String> {
@@ -97,8 +120,9 @@ impl DemoTenant {
 }
 
 fn demo(tenant: &str) -> Result<&'static DemoTenant, String> {
-    DEMO_TENANTS.iter().find(|t| t.id == tenant).ok_or_else(|| {
-        let known: Vec<&str> = DEMO_TENANTS.iter().map(|t| t.id).collect();
+    let all = dev_tenants(true);
+    all.iter().copied().find(|t| t.id == tenant).ok_or_else(|| {
+        let known: Vec<&str> = all.iter().map(|t| t.id).collect();
         format!(
             "no demo tenant `{tenant}`; the demo tenants are {}",
             known.join(", ")
@@ -117,6 +141,9 @@ pub struct DevOptions {
     /// `tickets.wasm` and `calendar.wasm`; when absent the example tools are
     /// built from this source tree.
     pub tools: Option<PathBuf>,
+    /// A component to install in an extra tenant, `conformance` (one user,
+    /// `tester`, no services), for the MCP conformance suite.
+    pub conformance: Option<PathBuf>,
 }
 
 /// What the dev server remembers for `airlock token`.
@@ -238,6 +265,7 @@ fn dev_config(
     data: &Path,
     tools: &BTreeMap<&str, PathBuf>,
 ) -> Result<Config, String> {
+    let conformance = tools.contains_key(CONFORMANCE_COMPONENT);
     // `/metrics` on a loopback port the system picks (printed in the banner).
     let mut text = format!(
         "listen = \"{listen}\"\npublic_url = \"{url}\"\ndata_dir = {data:?}\nallowed_origins = {INSPECTOR_ORIGINS:?}\n\
@@ -252,7 +280,7 @@ fn dev_config(
             path.display().to_string()
         );
     }
-    for t in DEMO_TENANTS {
+    for t in dev_tenants(conformance) {
         let issuer = format!("{url}/dev/{}", t.id);
         let _ = writeln!(
             text,
@@ -295,6 +323,7 @@ pub struct DevServer {
     host: Host,
     listener: tokio::net::TcpListener,
     calendar: CalendarHooks,
+    conformance: bool,
 }
 
 impl DevServer {
@@ -308,7 +337,19 @@ impl DevServer {
                 options.listen
             ));
         }
-        let tools = example_tools(options.tools.as_deref(), out)?;
+        let mut tools = example_tools(options.tools.as_deref(), out)?;
+        if let Some(path) = &options.conformance {
+            if !path.is_file() {
+                return Err(format!(
+                    "the conformance component {} is missing",
+                    path.display()
+                ));
+            }
+            let path = std::fs::canonicalize(path)
+                .map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+            tools.insert(CONFORMANCE_COMPONENT, path);
+        }
+        let conformance = options.conformance.is_some();
         std::fs::create_dir_all(&options.data)
             .map_err(|e| format!("cannot create {}: {e}", options.data.display()))?;
         let data = std::fs::canonicalize(&options.data)
@@ -343,7 +384,7 @@ impl DevServer {
             .map_err(|e| e.to_string())?;
         let storage = host.storage().clone();
         let mut issuers = BTreeMap::new();
-        for t in DEMO_TENANTS {
+        for t in dev_tenants(conformance) {
             issuers.insert(
                 t.id.to_string(),
                 TenantIssuer {
@@ -377,6 +418,7 @@ impl DevServer {
             host,
             listener,
             calendar: CalendarHooks(calendar),
+            conformance,
         })
     }
 
@@ -390,7 +432,7 @@ impl DevServer {
     pub fn banner(&self, data: &Path) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "\nairlock dev is running; data in {}\n", data.display());
-        for t in DEMO_TENANTS {
+        for t in dev_tenants(self.conformance) {
             let _ = writeln!(
                 s,
                 "  tenant {:<7} {}/mcp/{:<7} users: {}   issuer: {}/dev/{}",
@@ -400,6 +442,16 @@ impl DevServer {
                 t.users.join(", "),
                 self.url,
                 t.id
+            );
+        }
+        if self.conformance {
+            let _ = writeln!(
+                s,
+                "\n  tenant {id} holds the --conformance component; a token for the suite:\n\n  \
+                 airlock token --tenant {id} --user {user} --data {}",
+                data.display(),
+                id = CONFORMANCE_TENANT.id,
+                user = CONFORMANCE_TENANT.users.join(", "),
             );
         }
         let _ = writeln!(
@@ -473,7 +525,18 @@ pub fn token(data: &Path, tenant: &str, user: &str, scopes: &[String]) -> Result
     };
     let state = std::fs::read(dir.join("dev.json")).map_err(|_| not_dev())?;
     let state: DevState = serde_json::from_slice(&state).map_err(|_| not_dev())?;
-    let key = IssuerKey::load(&dir, tenant)?.ok_or_else(not_dev)?;
+    let key = IssuerKey::load(&dir, tenant)?.ok_or_else(|| {
+        if tenant == CONFORMANCE_TENANT.id {
+            format!(
+                "{} holds no key for tenant `{tenant}`; start `airlock dev --data {} \
+                 --conformance COMPONENT.wasm` once first",
+                data.display(),
+                data.display()
+            )
+        } else {
+            not_dev()
+        }
+    })?;
     let scope = if scopes.is_empty() {
         offered.join(" ")
     } else {

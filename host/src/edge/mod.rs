@@ -307,7 +307,25 @@ fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    origin == config.public_url || config.allowed_origins.iter().any(|o| o == origin)
+    origin == config.public_url
+        || config
+            .allowed_origins
+            .iter()
+            .any(|allowed| origin_matches(allowed, origin))
+}
+
+/// Whether `origin` is `allowed`: equal, or, for an entry ending in `:*`,
+/// the same scheme and host with any port.
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    match allowed.strip_suffix(":*") {
+        Some(prefix) => origin
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|port| {
+                !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+            }),
+        None => allowed == origin,
+    }
 }
 
 /// Authenticate, bind sessions, and hand the request on with its [`Principal`].
@@ -453,4 +471,36 @@ async fn guard(
         }
     }
     response
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::origin_matches;
+
+    #[test]
+    fn a_port_wildcard_matches_only_ports_of_that_host() {
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:6274"
+        ));
+        assert!(origin_matches(
+            "http://localhost:6274",
+            "http://localhost:6274"
+        ));
+        for refused in [
+            "http://localhost",
+            "http://localhost:",
+            "http://localhost:80x",
+            "http://localhost:123456",
+            "http://localhost.evil.example:80",
+            "http://localhost:80@evil.example",
+            "https://localhost:80",
+        ] {
+            assert!(!origin_matches("http://localhost:*", refused), "{refused}");
+        }
+        assert!(!origin_matches(
+            "http://localhost:6274",
+            "http://localhost:6275"
+        ));
+    }
 }

@@ -1,14 +1,22 @@
 //! The MCP protocol layer: the only module that names rmcp. Serves one tenant's
 //! catalog over Streamable HTTP (both protocol eras), taking the caller from the
 //! [`Principal`] the edge attached to the request.
+// Logging, sampling and roots are deprecated by SEP-2577 but part of both
+// protocol eras airlock serves.
+#![allow(deprecated)]
 
-use std::sync::Arc;
+mod content;
+mod events;
+mod input;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomNotification,
-    ElicitRequest, ElicitRequestParams, ErrorCode, Implementation, InputRequest, InputRequests,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerCapabilities, ServerConfig, ServerNotification, Tool, ToolAnnotations,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    CustomNotification, ErrorCode, Implementation, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, ServerNotification,
+    SetLevelRequestMethod, SetLevelRequestParams, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -16,21 +24,52 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::edge::{HostSession, Principal, SessionControl, TraceContext};
-use crate::invoke::{Call, InvokeError, TenantInvoker, UrlElicitation};
+use crate::invoke::{Asked, Call, Input, InvokeError, TenantInvoker};
 use crate::registry::InstalledTool;
-use crate::sandbox::Content;
+use crate::sandbox::{CallEvents, InputResponse};
+
+/// Most rounds one 2025-11-25 call may take asking the client.
+const MAX_LEGACY_ROUNDS: usize = 8;
+/// How long `tools/list` may be served from a client's cache (2026-07-28).
+const TOOLS_LIST_TTL: Duration = Duration::from_secs(60);
 
 /// Serves one tenant: translates MCP requests to [`TenantInvoker`] calls and
-/// their outcomes back.
+/// their outcomes back. One value per legacy session (and per stateless
+/// request), holding that session's log level.
 #[derive(Clone)]
 pub struct McpHandler {
     invoker: Arc<TenantInvoker>,
+    /// The level `logging/setLevel` chose for this session; nothing is
+    /// forwarded before it is set.
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// How long the host waits for the client to answer one request it
+    /// makes within a call (2025-11-25).
+    input_timeout: Duration,
 }
 
 impl McpHandler {
     /// A handler for one tenant's pipeline.
     pub fn new(invoker: Arc<TenantInvoker>) -> Self {
-        McpHandler { invoker }
+        McpHandler {
+            invoker,
+            log_level: Arc::default(),
+            input_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Wait at most `timeout` for each answer from the client within a call.
+    pub fn with_input_timeout(mut self, timeout: Duration) -> Self {
+        self.input_timeout = timeout;
+        self
+    }
+
+    /// The same tenant, with a session of its own (its own log level).
+    fn for_session(&self) -> Self {
+        McpHandler {
+            invoker: self.invoker.clone(),
+            log_level: Arc::default(),
+            input_timeout: self.input_timeout,
+        }
     }
 }
 
@@ -121,17 +160,17 @@ fn stateless_era(context: &RequestContext<RoleServer>) -> bool {
 impl McpHandler {
     /// The user must connect an account: ask in the way the caller's
     /// protocol era and declared capabilities allow.
-    fn input_required(
+    fn connect_required(
         &self,
-        elicitation: UrlElicitation,
+        asked: Asked,
         context: &RequestContext<RoleServer>,
         waiter: &str,
     ) -> Result<CallToolResponse, McpError> {
-        let url_capable = context
-            .client_capabilities()
-            .and_then(|c| c.elicitation)
-            .is_some_and(|e| e.url.is_some());
-        if !url_capable {
+        let Some(elicitation) = asked.connect.clone() else {
+            return Err(McpError::internal_error("not a connect request", None));
+        };
+        let client = input::client_capabilities(context);
+        if !client.elicitation_url {
             // A client that cannot show a URL elicitation still shows a
             // tool error: the user can follow the link from there.
             return Ok(error_result(format!(
@@ -141,19 +180,11 @@ impl McpHandler {
             .into());
         }
         if stateless_era(context) {
-            let mut requests = InputRequests::new();
-            requests.insert(
-                elicitation.id.clone(),
-                InputRequest::Elicitation(ElicitRequest::new(
-                    ElicitRequestParams::UrlElicitationParams {
-                        meta: None,
-                        message: elicitation.message,
-                        url: elicitation.url,
-                        elicitation_id: elicitation.id,
-                    },
-                )),
-            );
-            return Ok(InputRequiredResult::from_input_requests(requests).into());
+            return match input::input_required_result(asked, client) {
+                Ok(result) => Ok(result.into()),
+                Err(input::Refused::Protocol(e)) => Err(e),
+                Err(input::Refused::Tool(message)) => Ok(error_result(message).into()),
+            };
         }
         // 2025-11-25: the error, then a completion notification on the
         // session once the user has connected.
@@ -185,16 +216,146 @@ impl McpHandler {
             })),
         ))
     }
+
+    /// The level the client asked log lines to be forwarded at, if any:
+    /// the request's own (2026-07-28) or the session's (2025-11-25).
+    fn log_level(&self, context: &RequestContext<RoleServer>) -> Option<LoggingLevel> {
+        if stateless_era(context) {
+            context.meta.log_level()
+        } else {
+            *self
+                .log_level
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    /// Run the call's rounds: one in 2026-07-28 (the client drives the
+    /// next), as many as the tool needs (bounded) in 2025-11-25.
+    async fn run_call(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        events: Option<Arc<dyn CallEvents>>,
+    ) -> Result<CallToolResponse, McpError> {
+        let caller = caller(context)?;
+        let stateless = stateless_era(context);
+        let client = input::client_capabilities(context);
+        let mut input = retry_input(&request)?;
+        let arguments = request.arguments.unwrap_or_default();
+        for _round in 0..MAX_LEGACY_ROUNDS {
+            let outcome = self
+                .invoker
+                .call(Call {
+                    principal: &caller.principal,
+                    session: caller.session.as_ref(),
+                    trace: &caller.trace,
+                    tool: request.name.as_ref(),
+                    arguments: arguments.clone(),
+                    client,
+                    input,
+                    events: events.clone(),
+                })
+                .await;
+            let asked = match outcome {
+                Ok(output) => {
+                    let mut content = Vec::with_capacity(output.content.len());
+                    for block in output.content {
+                        match content::block(block) {
+                            Ok(block) => content.push(block),
+                            Err(message) => return Ok(error_result(message).into()),
+                        }
+                    }
+                    let mut result = CallToolResult::success(content);
+                    result.structured_content = output.structured;
+                    return Ok(result.into());
+                }
+                Err(InvokeError::UnknownTool(name)) => {
+                    return Err(McpError::invalid_params(
+                        format!("unknown tool `{name}`"),
+                        None,
+                    ));
+                }
+                Err(InvokeError::AuditUnavailable) => {
+                    return Err(McpError::internal_error(
+                        InvokeError::AuditUnavailable.to_string(),
+                        None,
+                    ));
+                }
+                Err(InvokeError::BadRequestState(e)) => {
+                    return Err(McpError::invalid_params(e.to_string(), None));
+                }
+                Err(e @ InvokeError::Declined) => return Ok(error_result(e.to_string()).into()),
+                Err(InvokeError::Call(e)) => return Ok(error_result(e.to_string()).into()),
+                Err(InvokeError::InputRequired(asked)) => *asked,
+            };
+            if asked.connect.is_some() {
+                let waiter = caller.session.as_ref().map_or("", |s| s.id());
+                return self.connect_required(asked, context, waiter);
+            }
+            if stateless {
+                return match input::input_required_result(asked, client) {
+                    Ok(result) => Ok(result.into()),
+                    Err(input::Refused::Protocol(e)) => Err(e),
+                    Err(input::Refused::Tool(message)) => Ok(error_result(message).into()),
+                };
+            }
+            let responses = input::ask_client(&asked, client, context, self.input_timeout).await;
+            input = Input {
+                responses,
+                request_state: Some(asked.request_state),
+            };
+        }
+        Ok(error_result(format!(
+            "the tool asked for input more than {MAX_LEGACY_ROUNDS} times in one call, so it was stopped"
+        ))
+        .into())
+    }
+}
+
+/// The answers and state a 2026-07-28 retry carries; each answer must be a
+/// JSON object (an MCP result).
+fn retry_input(request: &CallToolRequestParams) -> Result<Input, McpError> {
+    let mut responses = Vec::new();
+    if let Some(given) = &request.input_responses {
+        if given.len() > crate::sandbox::MAX_INPUT_REQUESTS * 4 {
+            return Err(McpError::invalid_params(
+                "inputResponses has more entries than any request asked for",
+                None,
+            ));
+        }
+        for (key, value) in given {
+            if !value.is_object() {
+                return Err(McpError::invalid_params(
+                    format!(
+                        "inputResponses.{} must be a result object",
+                        key.chars().take(64).collect::<String>()
+                    ),
+                    None,
+                ));
+            }
+            responses.push((key.clone(), InputResponse::Answered(value.clone())));
+        }
+    }
+    Ok(Input {
+        responses,
+        request_state: request.request_state.clone(),
+    })
 }
 
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
-            .with_instructions(format!(
-                "Tools of tenant `{}`, run in WebAssembly sandboxes on the caller's behalf.",
-                self.invoker.tenant()
-            ))
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+        .with_instructions(format!(
+            "Tools of tenant `{}`, run in WebAssembly sandboxes on the caller's behalf.",
+            self.invoker.tenant()
+        ))
     }
 
     async fn list_tools(
@@ -204,7 +365,30 @@ impl ServerHandler for McpHandler {
     ) -> Result<ListToolsResult, McpError> {
         let caller = caller(&context)?;
         let tools = self.invoker.tools(&caller.principal).map(to_tool).collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        let mut result = ListToolsResult::with_all_items(tools);
+        if stateless_era(&context) {
+            // The list depends on the caller's scopes: only their own client
+            // may cache it.
+            result.ttl_ms = Some(TOOLS_LIST_TTL.as_millis() as u64);
+            result.cache_scope = Some(CacheScope::Private);
+        }
+        Ok(result)
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // Removed in 2026-07-28: the level travels with each request.
+        if stateless_era(&context) {
+            return Err(McpError::method_not_found::<SetLevelRequestMethod>());
+        }
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(request.level);
+        Ok(())
     }
 
     async fn call_tool(
@@ -212,69 +396,23 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let caller = caller(&context)?;
-        // A retry after the user declined (or dismissed) what was asked
-        // ends here: asking again would loop.
-        if let Some(responses) = &request.input_responses
-            && responses.values().any(|r| {
-                matches!(
-                    r.get("action").and_then(|a| a.as_str()),
-                    Some("decline" | "cancel")
-                )
-            })
-        {
-            return Ok(error_result(
-                "The user declined what this tool asked for, so it did not run.".into(),
-            )
-            .into());
-        }
-        let outcome = self
-            .invoker
-            .call(Call {
-                principal: &caller.principal,
-                session: caller.session.as_ref(),
-                trace: &caller.trace,
-                tool: request.name.as_ref(),
-                arguments: request.arguments.unwrap_or_default(),
-            })
-            .await;
-        let result = match outcome {
-            Ok(output) => {
-                let content = output
-                    .content
-                    .into_iter()
-                    .map(|c| match c {
-                        Content::Text(t) | Content::Json(t) => ContentBlock::text(t),
-                        Content::Image { data, mime_type } => {
-                            use base64::Engine;
-                            let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                            ContentBlock::image(b64, mime_type)
-                        }
-                    })
-                    .collect();
-                let mut result = CallToolResult::success(content);
-                result.structured_content = output.structured;
-                result
-            }
-            Err(InvokeError::UnknownTool(name)) => {
-                return Err(McpError::invalid_params(
-                    format!("unknown tool `{name}`"),
-                    None,
-                ));
-            }
-            Err(InvokeError::AuditUnavailable) => {
-                return Err(McpError::internal_error(
-                    InvokeError::AuditUnavailable.to_string(),
-                    None,
-                ));
-            }
-            Err(InvokeError::InputRequired(elicitation)) => {
-                let waiter = caller.session.as_ref().map_or("", |s| s.id());
-                return self.input_required(elicitation, &context, waiter);
-            }
-            Err(InvokeError::Call(e)) => error_result(e.to_string()),
+        let progress_token = context.meta.get_progress_token();
+        let forwarder = events::Forwarder::start(
+            context.peer.clone(),
+            request.name.as_ref(),
+            progress_token,
+            self.log_level(&context),
+        );
+        let (events, sending) = match forwarder {
+            Some((forwarder, sending)) => (Some(forwarder as Arc<dyn CallEvents>), Some(sending)),
+            None => (None, None),
         };
-        Ok(result.into())
+        let response = self.run_call(request, &context, events).await;
+        // Every progress report and log line goes out before the response.
+        if let Some(sending) = sending {
+            sending.finish().await;
+        }
+        response
     }
 }
 
@@ -287,6 +425,9 @@ pub struct TransportSettings {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// A legacy session with no activity this long ends.
     pub session_idle: std::time::Duration,
+    /// How long to wait for the client's answer to a request the host makes
+    /// within a call (2025-11-25); at most the request timeout.
+    pub input_timeout: std::time::Duration,
 }
 
 /// Ends sessions of one tenant's session manager.
@@ -315,7 +456,9 @@ pub fn service(
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(settings.session_idle);
     let manager = Arc::new(manager);
-    let service = StreamableHttpService::new(move || Ok(handler.clone()), manager.clone(), config);
+    let handler = handler.with_input_timeout(settings.input_timeout);
+    let service =
+        StreamableHttpService::new(move || Ok(handler.for_session()), manager.clone(), config);
     (
         axum::Router::new().fallback_service(service),
         Arc::new(Sessions(manager)),

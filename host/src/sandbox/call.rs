@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::Sandbox;
-use super::bindings::ToolComponentPre;
-use super::bindings::airlock::tool::types as wit;
+use super::bindings::v2::airlock::tool::types as wit;
 use super::engine::TICK;
 use super::error::{CallError, ToolErrorKind, TrapKind};
 use super::limits::Limits;
-use super::load::{LoadedComponent, Validators};
-use super::output::{Content, ToolOutput};
+use super::load::{LoadedComponent, Pre, Validators};
+use super::output::{
+    CallEvents, ClientCapabilities, Content, InputRequest, InputRequired, InputResponse, Outcome,
+    ResourceBody, ResourceLink, ToolOutput,
+};
 use super::state::{HostState, LimitTrap, Tripped};
 use crate::delegate::Delegate;
 use crate::envelope::Envelope;
@@ -21,7 +23,7 @@ use crate::envelope::Envelope;
 /// Longest tool error message passed on, in bytes.
 const MAX_ERROR_MESSAGE: usize = 4096;
 
-/// One tool call.
+/// One tool call (one round of it).
 pub struct CallRequest {
     /// Who the call acts for; also names the tool and tenant.
     pub envelope: Arc<Envelope>,
@@ -29,6 +31,29 @@ pub struct CallRequest {
     pub arguments: String,
     /// Where delegated requests go.
     pub delegate: Arc<dyn Delegate>,
+    /// What the client can be asked for.
+    pub client: ClientCapabilities,
+    /// Answers to what the previous round asked.
+    pub responses: Vec<(String, InputResponse)>,
+    /// The state the previous round returned.
+    pub state: Option<Vec<u8>>,
+    /// Where progress reports and log lines go besides the host log.
+    pub events: Option<Arc<dyn CallEvents>>,
+}
+
+impl CallRequest {
+    /// A first round with nothing to answer, for a client that can be asked nothing.
+    pub fn new(envelope: Arc<Envelope>, arguments: String, delegate: Arc<dyn Delegate>) -> Self {
+        CallRequest {
+            envelope,
+            arguments,
+            delegate,
+            client: ClientCapabilities::default(),
+            responses: Vec::new(),
+            state: None,
+            events: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for CallRequest {
@@ -44,20 +69,20 @@ impl std::fmt::Debug for CallRequest {
 /// Which export to run.
 pub(crate) enum Guest<'a> {
     Describe,
-    Call { name: &'a str, arguments: &'a str },
+    Call(&'a wit::CallRequest),
 }
 
 /// What the export returned.
 pub(crate) enum Returned {
     Descriptors(Vec<wit::ToolDescriptor>),
-    Call(Result<wit::ToolResult, wit::ToolError>),
+    Call(Result<wit::CallOutcome, wit::ToolError>),
 }
 
 /// Instantiate `pre` in a new store holding `state`, run `guest` under
 /// `limits`, and drop the instance. Also returns the CPU time the guest used.
 pub(crate) async fn run(
     engine: &Engine,
-    pre: &ToolComponentPre<HostState>,
+    pre: &Pre,
     state: HostState,
     limits: &Limits,
     transfer_bytes: usize,
@@ -106,17 +131,36 @@ pub(crate) async fn run(
     clock.resume();
     let outcome = {
         let work = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let exports = instance.airlock_tool_tool();
-            match guest {
-                Guest::Describe => exports
-                    .call_describe(&mut store)
-                    .await
-                    .map(Returned::Descriptors),
-                Guest::Call { name, arguments } => exports
-                    .call_call(&mut store, name, arguments)
-                    .await
-                    .map(Returned::Call),
+            match pre {
+                Pre::V2(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let exports = instance.airlock_tool_tool();
+                    match guest {
+                        Guest::Describe => exports
+                            .call_describe(&mut store)
+                            .await
+                            .map(Returned::Descriptors),
+                        Guest::Call(request) => exports
+                            .call_call(&mut store, request)
+                            .await
+                            .map(Returned::Call),
+                    }
+                }
+                Pre::V1(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let exports = instance.airlock_tool_tool();
+                    match guest {
+                        Guest::Describe => exports.call_describe(&mut store).await.map(|d| {
+                            Returned::Descriptors(
+                                d.into_iter().map(super::upgrade::descriptor).collect(),
+                            )
+                        }),
+                        Guest::Call(request) => exports
+                            .call_call(&mut store, &request.name, &request.arguments)
+                            .await
+                            .map(|r| Returned::Call(super::upgrade::outcome(r))),
+                    }
+                }
             }
         };
         tokio::time::timeout(limits.timeout, work).await
@@ -304,14 +348,124 @@ fn json_len(value: &(impl serde::Serialize + ?Sized)) -> usize {
 /// What `block` costs in the response: the per-block overhead plus its
 /// payload as encoded (JSON string escapes, base64 for binary data).
 fn block_cost(block: &wit::ContentBlock) -> usize {
+    let b64 = |data: &[u8]| data.len().div_ceil(3).saturating_mul(4);
+    let opt = |s: &Option<String>| s.as_deref().map_or(0, json_len);
     BLOCK_OVERHEAD.saturating_add(match block {
         wit::ContentBlock::Text(t) | wit::ContentBlock::Json(t) => json_len(t.as_str()),
-        wit::ContentBlock::Image(i) => i
-            .data
-            .len()
-            .div_ceil(3)
-            .saturating_mul(4)
-            .saturating_add(json_len(i.mime_type.as_str())),
+        wit::ContentBlock::Image(i) => b64(&i.data).saturating_add(json_len(i.mime_type.as_str())),
+        wit::ContentBlock::Audio(a) => b64(&a.data).saturating_add(json_len(a.mime_type.as_str())),
+        wit::ContentBlock::EmbeddedResource(r) => json_len(r.uri.as_str())
+            .saturating_add(opt(&r.mime_type))
+            .saturating_add(match &r.body {
+                wit::ResourceBody::Text(t) => json_len(t.as_str()),
+                wit::ResourceBody::Blob(b) => b64(b.as_slice()),
+            }),
+        wit::ContentBlock::ResourceLink(l) => json_len(l.uri.as_str())
+            .saturating_add(json_len(l.name.as_str()))
+            .saturating_add(opt(&l.title))
+            .saturating_add(opt(&l.description))
+            .saturating_add(opt(&l.mime_type))
+            .saturating_add(24),
+    })
+}
+
+/// Longest URI, media type, name or title accepted in a content block.
+const MAX_LABEL: usize = 2048;
+
+fn check_uri(uri: &str, what: &str) -> Result<(), CallError> {
+    let ok = uri.len() <= MAX_LABEL
+        && url::Url::parse(uri).is_ok()
+        && !uri.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(CallError::BadOutput(format!(
+            "{what} needs an absolute URI of at most {MAX_LABEL} bytes"
+        )))
+    }
+}
+
+fn check_media_type(mime_type: &str, prefix: &str, what: &str) -> Result<(), CallError> {
+    let ok = mime_type.starts_with(prefix)
+        && mime_type.len() <= 100
+        && mime_type.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(CallError::BadOutput(format!(
+            "{what} needs a `{prefix}*` media type"
+        )))
+    }
+}
+
+fn check_label(text: &Option<String>, what: &str) -> Result<(), CallError> {
+    match text {
+        Some(t) if t.len() > MAX_LABEL => Err(CallError::BadOutput(format!(
+            "{what} is longer than {MAX_LABEL} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A 0.2.0 content block as the host holds it, checked.
+fn convert_block(block: wit::ContentBlock) -> Result<Content, CallError> {
+    Ok(match block {
+        wit::ContentBlock::Text(t) => Content::Text(t),
+        wit::ContentBlock::Json(j) => {
+            serde_json::from_str::<serde_json::Value>(&j).map_err(|e| {
+                CallError::BadOutput(format!("a JSON content block is not JSON: {e}"))
+            })?;
+            Content::Json(j)
+        }
+        wit::ContentBlock::Image(i) => {
+            check_media_type(&i.mime_type, "image/", "an image content block")?;
+            Content::Image {
+                data: i.data,
+                mime_type: i.mime_type,
+            }
+        }
+        wit::ContentBlock::Audio(a) => {
+            check_media_type(&a.mime_type, "audio/", "an audio content block")?;
+            Content::Audio {
+                data: a.data,
+                mime_type: a.mime_type,
+            }
+        }
+        wit::ContentBlock::EmbeddedResource(r) => {
+            check_uri(&r.uri, "an embedded resource")?;
+            if let Some(m) = &r.mime_type {
+                check_media_type(m, "", "an embedded resource")?;
+            }
+            Content::Resource {
+                uri: r.uri,
+                mime_type: r.mime_type,
+                body: match r.body {
+                    wit::ResourceBody::Text(t) => ResourceBody::Text(t),
+                    wit::ResourceBody::Blob(b) => ResourceBody::Blob(b),
+                },
+            }
+        }
+        wit::ContentBlock::ResourceLink(l) => {
+            check_uri(&l.uri, "a resource link")?;
+            if l.name.is_empty() || l.name.len() > MAX_LABEL {
+                return Err(CallError::BadOutput(format!(
+                    "a resource link needs a name of 1 to {MAX_LABEL} bytes"
+                )));
+            }
+            check_label(&l.title, "a resource link's title")?;
+            check_label(&l.description, "a resource link's description")?;
+            if let Some(m) = &l.mime_type {
+                check_media_type(m, "", "a resource link")?;
+            }
+            Content::ResourceLink(ResourceLink {
+                uri: l.uri,
+                name: l.name,
+                title: l.title,
+                description: l.description,
+                mime_type: l.mime_type,
+                size: l.size,
+            })
+        }
     })
 }
 
@@ -349,26 +503,7 @@ fn check_output(
     }
     let mut content = Vec::with_capacity(result.content.len());
     for block in result.content {
-        content.push(match block {
-            wit::ContentBlock::Text(t) => Content::Text(t),
-            wit::ContentBlock::Json(j) => {
-                serde_json::from_str::<serde_json::Value>(&j).map_err(|e| {
-                    CallError::BadOutput(format!("a JSON content block is not JSON: {e}"))
-                })?;
-                Content::Json(j)
-            }
-            wit::ContentBlock::Image(i) => {
-                if !i.mime_type.starts_with("image/") || i.mime_type.len() > 100 {
-                    return Err(CallError::BadOutput(
-                        "an image content block needs an `image/*` media type".into(),
-                    ));
-                }
-                Content::Image {
-                    data: i.data,
-                    mime_type: i.mime_type,
-                }
-            }
-        });
+        content.push(convert_block(block)?);
     }
     let structured = match result.structured {
         None => None,
@@ -407,6 +542,187 @@ fn check_output(
     })
 }
 
+/// Most input requests in one round.
+pub const MAX_INPUT_REQUESTS: usize = 16;
+/// Largest tool state carried between rounds, in bytes.
+pub const MAX_TOOL_STATE: usize = 16 * 1024;
+/// Largest form schema or sampling request, as JSON text.
+const MAX_INPUT_JSON: usize = 64 * 1024;
+/// Longest message shown with an elicitation.
+const MAX_INPUT_MESSAGE: usize = 4096;
+
+fn bad_input(key: &str, why: impl std::fmt::Display) -> CallError {
+    CallError::BadOutput(format!("input request `{key}`: {why}"))
+}
+
+fn json_object(
+    key: &str,
+    what: &str,
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
+    if text.len() > MAX_INPUT_JSON {
+        return Err(bad_input(
+            key,
+            format!("the {what} is larger than {MAX_INPUT_JSON} bytes"),
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad_input(key, format!("the {what} must be a JSON object"))),
+        Err(e) => Err(bad_input(key, format!("the {what} is not JSON: {e}"))),
+    }
+}
+
+/// The restricted schema MCP allows for forms: a flat object whose
+/// properties are strings, numbers, integers, booleans, or (multi-select)
+/// arrays of enumerated strings.
+fn check_form_schema(
+    key: &str,
+    schema: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), CallError> {
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(bad_input(
+            key,
+            "a form schema must have `\"type\": \"object\"`",
+        ));
+    }
+    let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return Err(bad_input(key, "a form schema needs a `properties` object"));
+    };
+    for (name, property) in properties {
+        let kind = property.get("type").and_then(|t| t.as_str());
+        let ok = match kind {
+            Some("string" | "number" | "integer" | "boolean") => true,
+            Some("array") => property
+                .get("items")
+                .and_then(|i| i.as_object())
+                .is_some_and(|i| i.contains_key("enum") || i.contains_key("anyOf")),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad_input(
+                key,
+                format!(
+                    "form field `{}` must be a string, number, integer, boolean or \
+                     an array of enumerated strings",
+                    name.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    if let Some(required) = schema.get("required")
+        && !required.as_array().is_some_and(|r| {
+            r.iter()
+                .all(|n| n.as_str().is_some_and(|n| properties.contains_key(n)))
+        })
+    {
+        return Err(bad_input(
+            key,
+            "a form schema's `required` must list names of its properties",
+        ));
+    }
+    Ok(())
+}
+
+fn check_message(key: &str, message: &str) -> Result<(), CallError> {
+    if message.len() > MAX_INPUT_MESSAGE {
+        return Err(bad_input(
+            key,
+            format!("the message is longer than {MAX_INPUT_MESSAGE} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check what a tool asked for.
+fn check_input_required(asked: wit::InputRequired) -> Result<InputRequired, CallError> {
+    if asked.requests.is_empty() {
+        return Err(CallError::BadOutput(
+            "the tool asked for input but made no request".into(),
+        ));
+    }
+    if asked.requests.len() > MAX_INPUT_REQUESTS {
+        return Err(CallError::BadOutput(format!(
+            "the tool made {} input requests; the limit is {MAX_INPUT_REQUESTS}",
+            asked.requests.len()
+        )));
+    }
+    if let Some(state) = &asked.state
+        && state.len() > MAX_TOOL_STATE
+    {
+        return Err(CallError::BadOutput(format!(
+            "the tool's state is {} bytes; the limit is {MAX_TOOL_STATE}",
+            state.len()
+        )));
+    }
+    let mut requests: Vec<(String, InputRequest)> = Vec::with_capacity(asked.requests.len());
+    for (key, request) in asked.requests {
+        if !super::load::valid_name(&key) {
+            return Err(CallError::BadOutput(
+                "an input request key is 1 to 64 characters from `A-Z a-z 0-9 _ - .`".into(),
+            ));
+        }
+        if requests.iter().any(|(k, _)| *k == key) {
+            return Err(bad_input(&key, "the key is used twice"));
+        }
+        let request = match request {
+            wit::InputRequest::Form(form) => {
+                check_message(&key, &form.message)?;
+                let schema = json_object(&key, "form schema", &form.requested_schema)?;
+                check_form_schema(&key, &schema)?;
+                InputRequest::Form {
+                    message: form.message,
+                    schema,
+                }
+            }
+            wit::InputRequest::Url(u) => {
+                check_message(&key, &u.message)?;
+                let parsed = url::Url::parse(&u.url)
+                    .map_err(|e| bad_input(&key, format!("the URL is not valid: {e}")))?;
+                let loopback = matches!(parsed.host(), Some(url::Host::Domain("localhost")))
+                    || matches!(parsed.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                    || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+                let secure = parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback);
+                if !secure || u.url.len() > MAX_LABEL || !parsed.username().is_empty() {
+                    return Err(bad_input(
+                        &key,
+                        "a URL elicitation needs an https URL (http only on loopback), \
+                         without credentials",
+                    ));
+                }
+                InputRequest::Url {
+                    message: u.message,
+                    url: u.url,
+                }
+            }
+            wit::InputRequest::Sampling(text) => {
+                let params = json_object(&key, "sampling request", &text)?;
+                let messages_ok = params
+                    .get("messages")
+                    .and_then(|m| m.as_array())
+                    .is_some_and(|m| !m.is_empty());
+                let max_tokens_ok = params
+                    .get("maxTokens")
+                    .and_then(|m| m.as_u64())
+                    .is_some_and(|m| m > 0);
+                if !messages_ok || !max_tokens_ok {
+                    return Err(bad_input(
+                        &key,
+                        "a sampling request needs a non-empty `messages` array and a positive `maxTokens`",
+                    ));
+                }
+                InputRequest::Sampling(params)
+            }
+            wit::InputRequest::Roots => InputRequest::Roots,
+        };
+        requests.push((key, request));
+    }
+    Ok(InputRequired {
+        requests,
+        state: asked.state,
+    })
+}
+
 /// Aborts the guest task when the caller stops waiting for it (the client
 /// went away, the request deadline passed): the guest ends at its next epoch
 /// tick and frees its slot.
@@ -428,7 +744,7 @@ impl Sandbox {
         &self,
         component: &LoadedComponent,
         request: CallRequest,
-    ) -> Result<ToolOutput, CallError> {
+    ) -> Result<Outcome, CallError> {
         self.call_metered(component, request).await.0
     }
 
@@ -438,7 +754,7 @@ impl Sandbox {
         &self,
         component: &LoadedComponent,
         request: CallRequest,
-    ) -> (Result<ToolOutput, CallError>, Option<Duration>) {
+    ) -> (Result<Outcome, CallError>, Option<Duration>) {
         let name = request.envelope.tool();
         let Some(validators) = component.inner.validators.get(name) else {
             return (Err(CallError::UnknownTool(name.to_string())), None);
@@ -503,7 +819,7 @@ async fn run_call(
     engine: &Engine,
     component: &LoadedComponent,
     request: CallRequest,
-) -> (Result<ToolOutput, CallError>, Duration) {
+) -> (Result<Outcome, CallError>, Duration) {
     let name = request.envelope.tool();
     let Some(validators) = component.inner.validators.get(name) else {
         return (
@@ -512,16 +828,49 @@ async fn run_call(
         );
     };
     let limits = component.limits;
-    let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits);
-    let transfer_bytes = limits.transfer_bytes(state.request_limits());
-    let guest = Guest::Call {
-        name,
-        arguments: &request.arguments,
-    };
     let pre = &component.inner.pre;
+    // 0.1.0 tools behave exactly as they always did: nothing is forwarded.
+    let events = match pre {
+        Pre::V2(_) => request.events,
+        Pre::V1(_) => None,
+    };
+    let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits)
+        .with_events(events);
+    let transfer_bytes = limits.transfer_bytes(state.request_limits());
+    let c = request.client;
+    let wit_request = wit::CallRequest {
+        name: name.to_string(),
+        arguments: request.arguments,
+        client: wit::ClientCapabilities {
+            elicitation_form: c.elicitation_form,
+            elicitation_url: c.elicitation_url,
+            sampling: c.sampling,
+            roots: c.roots,
+        },
+        responses: request
+            .responses
+            .into_iter()
+            .map(|(key, response)| {
+                let response = match response {
+                    InputResponse::Answered(value) => {
+                        wit::InputResponse::Answered(value.to_string())
+                    }
+                    InputResponse::Unavailable(why) => wit::InputResponse::Unavailable(why),
+                };
+                (key, response)
+            })
+            .collect(),
+        state: request.state,
+    };
+    let guest = Guest::Call(&wit_request);
     let (returned, used) = run(engine, pre, state, &limits, transfer_bytes, guest).await;
     let result = match returned {
-        Ok(Returned::Call(Ok(result))) => check_output(result, validators.output.as_ref(), &limits),
+        Ok(Returned::Call(Ok(wit::CallOutcome::Complete(result)))) => {
+            check_output(result, validators.output.as_ref(), &limits).map(Outcome::Complete)
+        }
+        Ok(Returned::Call(Ok(wit::CallOutcome::InputRequired(asked)))) => {
+            check_input_required(asked).map(Outcome::InputRequired)
+        }
         Ok(Returned::Call(Err(e))) => Err(tool_error(e)),
         Ok(Returned::Descriptors(_)) => Err(CallError::Internal),
         Err(e) => Err(e),

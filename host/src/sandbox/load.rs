@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::Sandbox;
-use super::bindings::ToolComponentPre;
-use super::bindings::airlock::tool::types as wit;
+use super::bindings::v2::airlock::tool::types as wit;
+use super::bindings::{v1, v2};
 use super::call::{self, Guest, Returned};
 use super::error::{CallError, LoadError};
 use super::limits::{Limits, LimitsError};
@@ -33,8 +33,26 @@ pub(crate) struct Validators {
     pub(crate) output: Option<jsonschema::Validator>,
 }
 
+/// A component prepared for instantiation, by the contract version it was built against.
+pub(crate) enum Pre {
+    /// `airlock:tool@0.1.0`.
+    V1(v1::ToolComponentPre<HostState>),
+    /// `airlock:tool@0.2.0`.
+    V2(v2::ToolComponentPre<HostState>),
+}
+
+impl Pre {
+    /// The contract version, as `major.minor.patch`.
+    pub(crate) fn version(&self) -> &'static str {
+        match self {
+            Pre::V1(_) => "0.1.0",
+            Pre::V2(_) => "0.2.0",
+        }
+    }
+}
+
 pub(crate) struct Inner {
-    pub(crate) pre: ToolComponentPre<HostState>,
+    pub(crate) pre: Pre,
     pub(crate) tools: Vec<ToolDescriptor>,
     pub(crate) validators: HashMap<String, Validators>,
     digest: String,
@@ -80,6 +98,11 @@ impl LoadedComponent {
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.inner.size
+    }
+
+    /// The `airlock:tool` contract version the component was built against.
+    pub fn contract_version(&self) -> &'static str {
+        self.inner.pre.version()
     }
 
     /// What the component imports.
@@ -142,8 +165,19 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre =
-            ToolComponentPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        // The newest contract whose `tool` export the component has.
+        let pre = match v2::ToolComponentPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(v2_error) => match v1::ToolComponentPre::new(instance_pre) {
+                Ok(pre) => Pre::V1(pre),
+                Err(_) => {
+                    return Err(LoadError::Link(format!(
+                        "the component does not export `airlock:tool/tool` of a contract \
+                         this host runs (0.2.0 or 0.1.0): {v2_error:#}"
+                    )));
+                }
+            },
+        };
 
         let limits = Limits::default();
         let _permit = self.acquire(None).await.map_err(|_| LoadError::Busy)?;
@@ -183,7 +217,7 @@ impl Sandbox {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()

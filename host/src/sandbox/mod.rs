@@ -20,15 +20,20 @@ mod load;
 mod output;
 mod slots;
 mod state;
+mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use call::CallRequest;
+pub use call::{MAX_INPUT_REQUESTS, MAX_TOOL_STATE};
 pub use error::{BusyScope, CallError, LoadError, ToolErrorKind, TrapKind};
 pub use limits::{Limits, LimitsError, SandboxSettings, default_guest_threads};
 pub use load::LoadedComponent;
-pub use output::{Annotations, Content, ToolDescriptor, ToolOutput};
+pub use output::{
+    Annotations, CallEvents, Capability, ClientCapabilities, Content, InputRequest, InputRequired,
+    InputResponse, LogLevel, Outcome, ResourceBody, ResourceLink, ToolDescriptor, ToolOutput,
+};
 
 use state::{HostData, HostState};
 
@@ -98,7 +103,9 @@ impl Sandbox {
             .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
         let engine = engine::build(&settings)?;
         let mut linker = wasmtime::component::Linker::new(&engine);
-        bindings::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
+        bindings::v2::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        bindings::v1::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let ticker_stop = engine::start_epoch_ticker(&engine)?;
         Ok(Sandbox {

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::HasData;
 
-use super::bindings::airlock::tool::{delegate as wit_delegate, identity, log, types};
+use super::bindings::v2::airlock::tool::{
+    delegate as wit_delegate, identity, log, progress, types,
+};
 use super::limits::Limits;
+use super::output::{CallEvents, LogLevel};
 use crate::delegate::{Delegate, DelegateError, Method, OutboundRequest, RequestLimits};
 use crate::envelope::{ActorKind, DelegationMode, Envelope};
 
@@ -108,6 +111,58 @@ pub(crate) struct HostState {
     log_bytes: usize,
     pub(crate) tripped: Option<Tripped>,
     pub(crate) cpu: Arc<CpuClock>,
+    /// Where progress and log lines go besides the host log.
+    events: Option<Arc<dyn CallEvents>>,
+    progress: ProgressGate,
+}
+
+/// Progress reports per call: values must increase, and at most
+/// `PROGRESS_BURST` go out at once, then `PROGRESS_PER_SECOND`.
+#[derive(Debug)]
+struct ProgressGate {
+    last: Option<f64>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+const PROGRESS_BURST: f64 = 16.0;
+const PROGRESS_PER_SECOND: f64 = 20.0;
+/// Longest progress message passed on, in bytes.
+const MAX_PROGRESS_MESSAGE: usize = 1024;
+
+impl ProgressGate {
+    fn new() -> Self {
+        ProgressGate {
+            last: None,
+            tokens: PROGRESS_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Whether a report of `progress` (of `total`) may go out now.
+    fn admit(&mut self, progress: f64, total: Option<f64>) -> bool {
+        if !progress.is_finite() || progress < 0.0 {
+            return false;
+        }
+        if let Some(total) = total
+            && (!total.is_finite() || total < 0.0)
+        {
+            return false;
+        }
+        if self.last.is_some_and(|last| progress <= last) {
+            return false;
+        }
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * PROGRESS_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(PROGRESS_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        self.last = Some(progress);
+        true
+    }
 }
 
 impl HostState {
@@ -127,7 +182,15 @@ impl HostState {
             log_bytes: 0,
             tripped: None,
             cpu: Arc::new(CpuClock::new()),
+            events: None,
+            progress: ProgressGate::new(),
         }
+    }
+
+    /// Send progress and log lines to `events` too.
+    pub(crate) fn with_events(mut self, events: Option<Arc<dyn CallEvents>>) -> Self {
+        self.events = events;
+        self
     }
 
     /// The rules each delegated request of this call must pass.
@@ -198,6 +261,35 @@ impl identity::Host for HostState {
     }
 }
 
+impl progress::Host for HostState {
+    fn report(
+        &mut self,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) -> wasmtime::Result<()> {
+        let Some(events) = &self.events else {
+            return Ok(());
+        };
+        if self.progress.admit(progress, total) {
+            let message = message.map(|m| truncate_str(m, MAX_PROGRESS_MESSAGE));
+            events.progress(progress, total, message);
+        }
+        Ok(())
+    }
+}
+
+fn truncate_str(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+    s
+}
+
 impl log::Host for HostState {
     fn emit(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.log_lines = self.log_lines.saturating_add(1);
@@ -230,6 +322,18 @@ impl log::Host for HostState {
             log::Level::Error => {
                 tracing::error!(target: "airlock::guest", tenant, tool, trace_id, message = %message.escape_debug())
             }
+        }
+        if let Some(events) = &self.events {
+            events.log(
+                match level {
+                    log::Level::Trace => LogLevel::Trace,
+                    log::Level::Debug => LogLevel::Debug,
+                    log::Level::Info => LogLevel::Info,
+                    log::Level::Warn => LogLevel::Warn,
+                    log::Level::Error => LogLevel::Error,
+                },
+                &message,
+            );
         }
         Ok(())
     }
@@ -336,6 +440,7 @@ fn to_wit(e: &Envelope) -> types::Envelope {
             },
             subject: e.subject().to_string(),
             tenant: e.tenant().to_string(),
+            issuer: e.issuer().to_string(),
         },
         agent: types::Agent {
             client_id: e.client_id().map(str::to_string),

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 pub use crate::config::VaultKeySource;
 pub use crate::delegate::Secret;
 use crate::storage::{Storage, StorageError};
-use crypto::{DataKey, Sealed};
+pub(crate) use crypto::{DataKey, Sealed};
 use keyring::{KEYRING_KEY, KeyringDoc, TenantKeys};
 pub use master::MasterKey;
 pub use store::{Space, StorageVaultStore, VaultStore};
