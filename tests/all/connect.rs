@@ -704,7 +704,12 @@ async fn refresh_failures_other_than_invalid_grant_keep_the_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_return_only_to_their_provider_and_planted_cookies_are_refused() {
     let s = Setup::start().await;
-    let (url, elicitation_id) = elicitation_of(&call_stateless(&s, "alice", url_capable()).await);
+    let first = call_stateless(&s, "alice", url_capable()).await;
+    let (url, elicitation_id) = elicitation_of(&first);
+    let request_state = first["result"]["requestState"]
+        .as_str()
+        .expect("a requestState")
+        .to_string();
     s.login.login_as("alice");
     let (_, to_issuer, cookie) = step(&url, None).await;
     let cookie = cookie.expect("cookie");
@@ -750,6 +755,7 @@ async fn codes_return_only_to_their_provider_and_planted_cookies_are_refused() {
             "jsonrpc": "2.0", "id": 7, "method": "tools/call",
             "params": {"name": "list_events", "arguments": {},
               "inputResponses": {elicitation_id: {"action": "decline"}},
+              "requestState": request_state,
               "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                         "io.modelcontextprotocol/clientCapabilities": url_capable()}}
         }))

@@ -1,8 +1,10 @@
 //! The example tools, called through the sandbox as the host would.
 
-use airlock_host::sandbox::{CallError, Content, ToolErrorKind};
+use airlock_host::sandbox::{
+    CallError, CallRequest, Content, InputRequest, InputResponse, Outcome, ToolErrorKind,
+};
 use airlock_tests::{NotesService, TestHost, envelope, guests};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn echo_returns_its_text() {
@@ -83,7 +85,7 @@ async fn whoami_returns_exactly_the_envelope_the_host_minted() {
     assert_eq!(got["tenant"], "globex");
     assert_eq!(
         got["actor"],
-        json!({"kind": "user", "subject": "carol", "tenant": "globex"})
+        json!({"kind": "user", "subject": "carol", "tenant": "globex", "issuer": "https://idp.test"})
     );
     assert_eq!(
         got["agent"],
@@ -140,9 +142,54 @@ async fn notes_are_kept_per_user_by_the_identity_the_host_supplies() {
         .collect();
     assert_eq!(texts, ["milk", "eggs"]);
 
-    let deleted = call("alice", "delete_note", json!({"id": id}))
+    // A client that cannot be asked: nothing is deleted.
+    let kept = call("alice", "delete_note", json!({"id": id}))
         .await
         .unwrap();
+    assert!(
+        matches!(&kept.content[..], [Content::Text(t)] if t.starts_with(&format!("kept note {id}"))),
+        "{kept:?}"
+    );
+    // One that can: the first round asks, naming the note; a decline keeps
+    // it; a confirmation in the next round deletes it.
+    let round = |answer: Option<Value>, state: Option<Vec<u8>>| {
+        let mut request = CallRequest::new(
+            envelope("acme", "alice", "delete_note", &["notes"]),
+            json!({"id": id}).to_string(),
+            service.clone(),
+        );
+        request.client.elicitation_form = true;
+        if let Some(answer) = answer {
+            request.responses = vec![("confirm".into(), InputResponse::Answered(answer))];
+        }
+        request.state = state;
+        host.round(&notes, request)
+    };
+    let Outcome::InputRequired(asked) = round(None, None).await.unwrap() else {
+        panic!("the first round must ask");
+    };
+    let [(key, InputRequest::Form { message, schema })] = &asked.requests[..] else {
+        panic!("one form: {asked:?}");
+    };
+    assert_eq!(key, "confirm");
+    assert!(message.contains("milk"), "{message}");
+    assert_eq!(schema["properties"]["confirm"]["type"], "boolean");
+    let declined = round(Some(json!({"action": "decline"})), asked.state.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(declined, Outcome::Complete(ref o) if o.content == vec![Content::Text(format!("kept note {id}"))]),
+        "{declined:?}"
+    );
+    let confirmed = round(
+        Some(json!({"action": "accept", "content": {"confirm": true}})),
+        asked.state.clone(),
+    )
+    .await
+    .unwrap();
+    let Outcome::Complete(deleted) = confirmed else {
+        panic!("{confirmed:?}");
+    };
     assert_eq!(
         deleted.content,
         vec![Content::Text(format!("deleted note {id}"))]

@@ -35,7 +35,7 @@ fn text(content: &[Content]) -> &str {
 #[tokio::test]
 async fn a_million_empty_blocks_are_refused_before_the_host_copies_them() {
     let host = TestHost::new();
-    let err = hostile(&host, "many_blocks", json!({"count": 1_000_000}))
+    let err = hostile(&host, "many_blocks", json!({"count": 300_000}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -240,7 +240,7 @@ fn sixteen_oversized_results_at_once_stay_within_a_memory_bound() {
             .unwrap();
         let baseline = peak_resident_bytes();
         let mut calls = Vec::new();
-        for (i, (tool, count)) in [("many_blocks", 400_000), ("many_images", 200_000)]
+        for (i, (tool, count)) in [("many_blocks", 100_000), ("many_images", 50_000)]
             .iter()
             .cycle()
             .take(16)

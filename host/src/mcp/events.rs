@@ -30,6 +30,9 @@ pub(super) struct Forwarder {
     progress_token: Option<ProgressToken>,
     min_level: Option<LoggingLevel>,
     logger: String,
+    /// The last progress sent: values only increase over the whole call,
+    /// across rounds (each round's instance starts again from nothing).
+    last_progress: std::sync::Mutex<Option<f64>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -115,6 +118,7 @@ impl Forwarder {
                 progress_token,
                 min_level,
                 logger: tool.to_string(),
+                last_progress: std::sync::Mutex::new(None),
             }),
             Sending(Some(task)),
         ))
@@ -126,6 +130,16 @@ impl CallEvents for Forwarder {
         let Some(token) = &self.progress_token else {
             return;
         };
+        {
+            let mut last = self
+                .last_progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|last| progress <= last) {
+                return;
+            }
+            *last = Some(progress);
+        }
         let mut param = ProgressNotificationParam::new(token.clone(), progress);
         param.total = total;
         param.message = message;
