@@ -729,3 +729,79 @@ async fn a_component_built_against_0_1_0_works_as_before() {
         c.cancel().await.unwrap();
     }
 }
+
+fn hostile_tenant(issuer: &str) -> String {
+    format!(
+        "[tenants.acme]\nissuers = [{{ issuer = {issuer:?}, jwks_min_refresh_ms = 0 }}]\n\
+         scopes = [\"mcp\"]\n\
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_tool_that_never_stops_asking_is_stopped_and_floods_are_cut() {
+    let idp = TestIdp::start("").await;
+    let server = TestServer::start(&hostile_tenant(&idp.issuer)).await;
+    let url = server.endpoint("acme");
+
+    // 2025-11-25: the host asks within the call, at most 8 rounds.
+    let handler = Answering::everything();
+    let c = client(&url, &idp, "mallory", &OLD, handler.clone()).await;
+    let result = complete(&c, params("ask_forever", json!({}))).await;
+    assert_eq!(result.is_error, Some(true), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("more than 8 times"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(handler.asked().len(), 8);
+    c.cancel().await.unwrap();
+
+    // 2026-07-28: each round is the client's; every one is a fresh, sealed round.
+    let c = client(&url, &idp, "mallory", &NEW, Answering::everything()).await;
+    let mut asked = input_required(&c, params("ask_forever", json!({}))).await;
+    for round in 0..3 {
+        let key = asked
+            .input_requests
+            .as_ref()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(key, format!("q{round}"));
+        asked = input_required(
+            &c,
+            with_answers(
+                "ask_forever",
+                &asked,
+                json!({ key: {"action": "accept", "content": {"ok": true}} }),
+                None,
+            ),
+        )
+        .await;
+    }
+    c.cancel().await.unwrap();
+
+    // Progress floods are cut to a burst, and values only increase.
+    let token = idp.token(&url, "mallory", "mcp");
+    let (_, body) = call_with_meta(
+        &url,
+        &token,
+        "progress_flood",
+        json!({}),
+        json!({"progressToken": 5}),
+    )
+    .await
+    .unwrap();
+    let progress: Vec<f64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| m["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(!progress.is_empty() && progress.len() <= 20, "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(body.contains("done"), "{body}");
+}

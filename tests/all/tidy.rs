@@ -110,7 +110,7 @@ fn nothing_dev_only_is_reachable_from_serve() {
 }
 
 #[test]
-fn only_invoke_mints_envelopes_and_mcp_only_translates() {
+fn only_invoke_mints_envelopes_and_seals_rounds_and_mcp_only_translates() {
     let mut files = Vec::new();
     rust_files(&root().join("host/src"), &mut files);
     let mut violations = Vec::new();
@@ -121,6 +121,12 @@ fn only_invoke_mints_envelopes_and_mcp_only_translates() {
         let may_mint = module == "invoke" || module == "envelope" || file.ends_with("cli/tool.rs");
         if text.contains("Envelope::mint") && !may_mint {
             violations.push(format!("{} mints an envelope", file.display()));
+        }
+        // requestState is sealed and opened by `invoke` through `rounds`
+        // only (`server` gives it the key); never by the protocol layer.
+        let may_seal = ["invoke", "rounds", "server"].contains(&module.as_str());
+        if (text.contains("crate::rounds") || text.contains("Rounds")) && !may_seal {
+            violations.push(format!("{} handles round states", file.display()));
         }
         if module == "mcp" {
             for pipeline in [

@@ -877,3 +877,150 @@ async fn run_call(
     };
     (result, used)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod input_tests {
+    use super::*;
+
+    fn form(schema: &str) -> wit::InputRequest {
+        wit::InputRequest::Form(wit::FormElicitation {
+            message: "Sure?".into(),
+            requested_schema: schema.into(),
+        })
+    }
+
+    fn asked(requests: Vec<(&str, wit::InputRequest)>) -> wit::InputRequired {
+        wit::InputRequired {
+            requests: requests
+                .into_iter()
+                .map(|(k, r)| (k.to_string(), r))
+                .collect(),
+            state: None,
+        }
+    }
+
+    fn refused(requests: Vec<(&str, wit::InputRequest)>) -> String {
+        match check_input_required(asked(requests)) {
+            Err(CallError::BadOutput(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    const OK_FORM: &str = r#"{"type":"object","properties":{"ok":{"type":"boolean","default":false}},"required":["ok"]}"#;
+
+    #[test]
+    fn well_formed_requests_pass() {
+        let checked = check_input_required(asked(vec![
+            ("confirm", form(OK_FORM)),
+            (
+                "approve",
+                wit::InputRequest::Url(wit::UrlElicitation {
+                    message: "Approve at the bank".into(),
+                    url: "https://bank.example/approve?id=1".into(),
+                }),
+            ),
+            (
+                "summary",
+                wit::InputRequest::Sampling(
+                    r#"{"messages":[{"role":"user","content":{"type":"text","text":"hi"}}],"maxTokens":10}"#
+                        .into(),
+                ),
+            ),
+            ("roots", wit::InputRequest::Roots),
+        ]))
+        .unwrap();
+        assert_eq!(checked.requests.len(), 4);
+        assert_eq!(checked.requests[3].1, InputRequest::Roots);
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_the_reason() {
+        assert!(refused(vec![]).contains("no request"));
+        let many: Vec<(String, wit::InputRequest)> = (0..=MAX_INPUT_REQUESTS)
+            .map(|i| (format!("k{i}"), wit::InputRequest::Roots))
+            .collect();
+        let too_many = check_input_required(wit::InputRequired {
+            requests: many,
+            state: None,
+        });
+        assert!(matches!(too_many, Err(CallError::BadOutput(w)) if w.contains("limit")));
+        let state = check_input_required(wit::InputRequired {
+            requests: vec![("k".into(), wit::InputRequest::Roots)],
+            state: Some(vec![0; MAX_TOOL_STATE + 1]),
+        });
+        assert!(matches!(state, Err(CallError::BadOutput(w)) if w.contains("state")));
+        assert!(refused(vec![("bad key!", wit::InputRequest::Roots)]).contains("key"));
+        assert!(refused(vec![("", wit::InputRequest::Roots)]).contains("key"));
+        assert!(
+            refused(vec![
+                ("k", wit::InputRequest::Roots),
+                ("k", wit::InputRequest::Roots)
+            ])
+            .contains("twice")
+        );
+        for schema in [
+            "not json",
+            "[]",
+            r#"{"type":"array"}"#,
+            r#"{"type":"object"}"#,
+            r#"{"type":"object","properties":{"nested":{"type":"object"}}}"#,
+            r#"{"type":"object","properties":{"list":{"type":"array","items":{"type":"string"}}}}"#,
+            r#"{"type":"object","properties":{"a":{"type":"string"}},"required":["b"]}"#,
+        ] {
+            refused(vec![("k", form(schema))]);
+        }
+        let huge = format!(
+            r#"{{"type":"object","properties":{{"a":{{"type":"string","description":"{}"}}}}}}"#,
+            "x".repeat(MAX_INPUT_JSON)
+        );
+        assert!(refused(vec![("k", form(&huge))]).contains("larger"));
+        for url in [
+            "javascript:alert(1)",
+            "data:text/html,<script>",
+            "http://bank.example/approve",
+            "https://user:pass@bank.example/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let why = refused(vec![(
+                "k",
+                wit::InputRequest::Url(wit::UrlElicitation {
+                    message: "m".into(),
+                    url: url.into(),
+                }),
+            )]);
+            assert!(why.contains("URL"), "{url}: {why}");
+        }
+        assert!(
+            check_input_required(asked(vec![(
+                "k",
+                wit::InputRequest::Url(wit::UrlElicitation {
+                    message: "m".into(),
+                    url: "http://127.0.0.1:8080/approve".into(),
+                }),
+            )]))
+            .is_ok()
+        );
+        for sampling in [
+            r#"{"maxTokens":10}"#,
+            r#"{"messages":[],"maxTokens":10}"#,
+            r#"{"messages":[{"role":"user"}],"maxTokens":0}"#,
+            r#"{"messages":[{"role":"user"}]}"#,
+            r#""text""#,
+        ] {
+            refused(vec![("k", wit::InputRequest::Sampling(sampling.into()))]);
+        }
+        let long = "m".repeat(MAX_INPUT_MESSAGE + 1);
+        assert!(
+            refused(vec![(
+                "k",
+                wit::InputRequest::Form(wit::FormElicitation {
+                    message: long,
+                    requested_schema: OK_FORM.into(),
+                }),
+            )])
+            .contains("message")
+        );
+    }
+}
