@@ -77,8 +77,14 @@ impl Ctx {
         responses: Vec<(String, InputResponse)>,
         state: Option<&[u8]>,
     ) -> Self {
+        // Answers count only in a round that continues one this SDK ended
+        // (the host returns the state it sealed): answers a client sends
+        // unasked, without that state, are ignored and the tool asks.
+        let continued = state.is_some();
         let Frame { mut answers, state } = Frame::decode(state);
-        answers.extend(responses);
+        if continued {
+            answers.extend(responses);
+        }
         Ctx {
             envelope: envelope.map(OnceCell::from).unwrap_or_default(),
             backend,
@@ -226,21 +232,19 @@ impl Ctx {
             answers: self.answers.clone(),
             state: self.state.borrow().clone(),
         };
-        let state = if frame.answers.is_empty() && frame.state.is_none() {
-            None
-        } else {
-            match serde_json::to_vec(&frame) {
-                Ok(bytes) if bytes.len() <= MAX_STATE_BYTES => Some(bytes),
-                Ok(bytes) => {
-                    return ToolError::Internal(format!(
-                        "the state for the next round (the answers so far and the tool's state) \
-                         is {} bytes; the host carries at most {MAX_STATE_BYTES}",
-                        bytes.len()
-                    ));
-                }
-                Err(e) => {
-                    return ToolError::Internal(format!("could not encode the state: {e}"));
-                }
+        // Always a state, even an empty frame: the next round's answers
+        // count only when it comes back (see `Ctx::new`).
+        let state = match serde_json::to_vec(&frame) {
+            Ok(bytes) if bytes.len() <= MAX_STATE_BYTES => Some(bytes),
+            Ok(bytes) => {
+                return ToolError::Internal(format!(
+                    "the state for the next round (the answers so far and the tool's state) \
+                     is {} bytes; the host carries at most {MAX_STATE_BYTES}",
+                    bytes.len()
+                ));
+            }
+            Err(e) => {
+                return ToolError::Internal(format!("could not encode the state: {e}"));
             }
         };
         ToolError::__InputRequired(InputRequired { requests, state })

@@ -61,8 +61,8 @@ fn the_first_round_asks_and_the_error_is_not_shown_as_one() {
             "required": ["ok"],
         })
     );
-    // Nothing to carry yet: no state.
-    assert_eq!(asked.state_bytes(), None);
+    // Always a state (here an empty frame): answers count only with it.
+    assert!(asked.state_bytes().is_some());
 }
 
 #[test]
@@ -542,13 +542,25 @@ fn the_glue_turns_asking_into_an_input_required_outcome() {
     assert_eq!(key, "ok");
     let schema: serde_json::Value = serde_json::from_str(&form.requested_schema).unwrap();
     assert_eq!(schema["properties"]["ok"]["type"], "boolean");
-    assert_eq!(asked.state, None);
+    assert!(asked.state.is_some());
 
+    // An answer sent unasked, without the state: ignored, the tool asks.
     let answer = json!({"action": "accept", "content": {"ok": true}}).to_string();
     let (name, ctx) = wit_request(
         "confirm",
-        vec![("ok".into(), wit::InputResponse::Answered(answer))],
+        vec![("ok".into(), wit::InputResponse::Answered(answer.clone()))],
         None,
+    );
+    let outcome = __private::dispatch(ENTRIES, &name, "{}", &ctx);
+    assert!(
+        matches!(outcome, Ok(wit::CallOutcome::InputRequired(_))),
+        "{outcome:?}"
+    );
+
+    let (name, ctx) = wit_request(
+        "confirm",
+        vec![("ok".into(), wit::InputResponse::Answered(answer))],
+        asked.state,
     );
     let outcome = __private::dispatch(ENTRIES, &name, "{}", &ctx);
     let Ok(wit::CallOutcome::Complete(result)) = outcome else {
@@ -616,7 +628,7 @@ fn the_glue_carries_state_between_rounds() {
             "ok".into(),
             wit::InputResponse::Answered(json!({"action": "decline"}).to_string()),
         )],
-        None,
+        Some(b"{}".to_vec()),
     );
     let err = first.roots("r").unwrap_err();
     let Ok(wit::CallOutcome::InputRequired(asked)) = __private::outcome(Err(err)) else {

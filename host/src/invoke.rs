@@ -203,6 +203,7 @@ impl TenantInvoker {
             issuer: principal.issuer(),
             subject: principal.subject(),
             tool: &tool.descriptor.name,
+            component: tool.component.digest(),
             arguments: &arguments,
         };
         let rounds = self.shared.rounds.as_ref();

@@ -35,6 +35,8 @@ struct Answering {
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
     logs: Arc<Mutex<Vec<LoggingMessageNotificationParam>>>,
     elicit_action: &'static str,
+    /// How long the client takes to answer an elicitation.
+    delay: std::time::Duration,
 }
 
 impl Answering {
@@ -45,6 +47,7 @@ impl Answering {
             progress: Arc::default(),
             logs: Arc::default(),
             elicit_action: "accept",
+            delay: std::time::Duration::ZERO,
         }
     }
 
@@ -88,6 +91,7 @@ impl ClientHandler for Answering {
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         self.asked.lock().unwrap().push("sampling".into());
+        tokio::time::sleep(self.delay).await;
         assert!(!params.messages.is_empty());
         Ok(serde_json::from_value(json!({
             "role": "assistant",
@@ -115,6 +119,7 @@ impl ClientHandler for Answering {
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         self.asked.lock().unwrap().push("elicitation".into());
+        tokio::time::sleep(self.delay).await;
         let request = serde_json::to_value(&request).unwrap();
         let content = answer_for(&request["requestedSchema"]);
         let answer = if self.elicit_action == "accept" {
@@ -804,4 +809,28 @@ async fn a_tool_that_never_stops_asking_is_stopped_and_floods_are_cut() {
     assert!(!progress.is_empty() && progress.len() <= 20, "{progress:?}");
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
     assert!(body.contains("done"), "{body}");
+}
+
+#[tokio::test]
+async fn a_legacy_call_asks_nothing_after_its_request_deadline() {
+    let idp = TestIdp::start("").await;
+    let rest = format!(
+        "[server]\nrequest_timeout_ms = 1500\n{}",
+        conformance_tenant(&idp.issuer)
+    );
+    let server = TestServer::start(&rest).await;
+    let url = server.endpoint("acme");
+    let mut slow = Answering::everything();
+    slow.delay = std::time::Duration::from_millis(1000);
+    let c = client(&url, &idp, "alice", &OLD, slow.clone()).await;
+    // Three requests in one round, each answered after a second: the first is
+    // answered, the second times out at the call's deadline, the third is
+    // never sent, and no further round asks anything.
+    let call = c.call_tool_once(params(
+        "test_input_required_result_multiple_inputs",
+        json!({}),
+    ));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), call).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(slow.asked(), ["elicitation", "sampling"]);
 }

@@ -148,13 +148,14 @@ pub(super) fn input_required_result(
     ))
 }
 
-/// 2025-11-25: ask the client each request within the call; every request
-/// gets an answer or the reason it has none.
+/// 2025-11-25: ask the client each request within the call, all before
+/// `deadline` (the call's); every request gets an answer or the reason it has
+/// none.
 pub(super) async fn ask_client(
     asked: &Asked,
     client: ClientCapabilities,
     context: &RequestContext<RoleServer>,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Vec<(String, InputResponse)> {
     let mut responses = Vec::with_capacity(asked.requests.len());
     for (key, request) in &asked.requests {
@@ -169,9 +170,13 @@ pub(super) async fn ask_client(
                 }
             ))
         } else {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match typed(key, request) {
                 Err(why) => InputResponse::Unavailable(why),
-                Ok(typed) => send(context, typed, timeout).await,
+                Ok(_) if left.is_zero() => InputResponse::Unavailable(
+                    "the call ran out of time waiting for the client".into(),
+                ),
+                Ok(typed) => send(context, typed, left).await,
             }
         };
         responses.push((key.clone(), response));

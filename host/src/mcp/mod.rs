@@ -30,6 +30,8 @@ use crate::sandbox::{CallEvents, InputResponse};
 
 /// Most rounds one 2025-11-25 call may take asking the client.
 const MAX_LEGACY_ROUNDS: usize = 8;
+/// Most requests one 2025-11-25 call may put to the client, over all rounds.
+const MAX_LEGACY_REQUESTS: usize = 32;
 /// How long `tools/list` may be served from a client's cache (2026-07-28).
 const TOOLS_LIST_TTL: Duration = Duration::from_secs(60);
 
@@ -42,8 +44,8 @@ pub struct McpHandler {
     /// The level `logging/setLevel` chose for this session; nothing is
     /// forwarded before it is set.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
-    /// How long the host waits for the client to answer one request it
-    /// makes within a call (2025-11-25).
+    /// How long a 2025-11-25 call may spend on everything it asks the
+    /// client within the call (the request timeout).
     input_timeout: Duration,
 }
 
@@ -57,7 +59,7 @@ impl McpHandler {
         }
     }
 
-    /// Wait at most `timeout` for each answer from the client within a call.
+    /// Spend at most `timeout` on all answers from the client within a call.
     pub fn with_input_timeout(mut self, timeout: Duration) -> Self {
         self.input_timeout = timeout;
         self
@@ -243,6 +245,9 @@ impl McpHandler {
         let client = input::client_capabilities(context);
         let mut input = retry_input(&request)?;
         let arguments = request.arguments.unwrap_or_default();
+        // Everything a legacy call asks the client fits in the request's time.
+        let deadline = tokio::time::Instant::now() + self.input_timeout;
+        let mut requests_made = 0usize;
         for _round in 0..MAX_LEGACY_ROUNDS {
             let outcome = self
                 .invoker
@@ -300,7 +305,20 @@ impl McpHandler {
                     Err(input::Refused::Tool(message)) => Ok(error_result(message).into()),
                 };
             }
-            let responses = input::ask_client(&asked, client, context, self.input_timeout).await;
+            requests_made = requests_made.saturating_add(asked.requests.len());
+            if requests_made > MAX_LEGACY_REQUESTS {
+                return Ok(error_result(format!(
+                    "the tool asked the client more than {MAX_LEGACY_REQUESTS} things in one call, so it was stopped"
+                ))
+                .into());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(error_result(
+                    "the call ran out of time waiting for the client's answers".into(),
+                )
+                .into());
+            }
+            let responses = input::ask_client(&asked, client, context, deadline).await;
             input = Input {
                 responses,
                 request_state: Some(asked.request_state),

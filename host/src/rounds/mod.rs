@@ -5,8 +5,8 @@
 //! one. What it must remember travels through the client as `requestState`,
 //! sealed here (XChaCha20-Poly1305 under the host's round key, through the
 //! vault's sealing) and bound, as associated data, to the tenant, the
-//! caller (issuer + subject), the tool and a digest of the arguments, with
-//! an expiry inside. A state that was changed, has expired, or belongs to
+//! caller (issuer + subject), the tool, the component's digest and a digest
+//! of the arguments, with an expiry inside. A state that was changed, has expired, or belongs to
 //! another user, tool, tenant or argument set does not open.
 //!
 //! A state is not single use: within its lifetime the same caller may send
@@ -82,6 +82,9 @@ pub struct Binding<'a> {
     pub subject: &'a str,
     /// The tool.
     pub tool: &'a str,
+    /// The digest of the component that runs it: a new version of the
+    /// component starts afresh rather than read an older version's state.
+    pub component: &'a str,
     /// The arguments object as JSON text, exactly as the tool receives it.
     pub arguments: &'a str,
 }
@@ -96,6 +99,7 @@ impl Binding<'_> {
             self.issuer,
             self.subject,
             self.tool,
+            self.component,
         ] {
             aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
             aad.extend_from_slice(part.as_bytes());

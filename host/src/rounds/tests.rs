@@ -8,6 +8,7 @@ fn binding<'a>(subject: &'a str, tool: &'a str, arguments: &'a str) -> Binding<'
         issuer: "https://issuer.test",
         subject,
         tool,
+        component: "c0ffee",
         arguments,
     }
 }
@@ -36,6 +37,10 @@ fn a_state_opens_for_its_binding_only() {
         },
         Binding {
             issuer: "https://other.test",
+            ..b
+        },
+        Binding {
+            component: "a new version",
             ..b
         },
     ] {

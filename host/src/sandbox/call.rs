@@ -634,6 +634,96 @@ fn check_message(key: &str, message: &str) -> Result<(), CallError> {
     Ok(())
 }
 
+/// Largest `maxTokens` a tool may ask the client's model for.
+pub const MAX_SAMPLING_TOKENS: u64 = 32_768;
+
+/// A URL elicitation's URL: absolute `https`, no credentials, nothing a
+/// browser would silently drop or rewrite; passed on as parsed.
+fn check_elicitation_url(key: &str, raw: &str) -> Result<String, CallError> {
+    let refuse = || {
+        bad_input(
+            key,
+            "a URL elicitation needs an absolute https URL without credentials, \
+             spaces, control characters or backslashes",
+        )
+    };
+    if raw.len() > MAX_LABEL
+        || raw
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    {
+        return Err(refuse());
+    }
+    let parsed = url::Url::parse(raw).map_err(|_| refuse())?;
+    if parsed.scheme() != "https"
+        || parsed.host().is_none()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
+        return Err(refuse());
+    }
+    Ok(parsed.into())
+}
+
+/// A sampling request rebuilt from the fields a tool may set: the messages,
+/// a system prompt, `maxTokens` (at most [`MAX_SAMPLING_TOKENS`]),
+/// temperature, stop sequences and model preferences. Context from other
+/// servers (`includeContext`) is never asked for, tool use is not offered,
+/// and metadata is dropped.
+fn check_sampling(
+    key: &str,
+    mut params: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, CallError> {
+    if params.contains_key("tools") || params.contains_key("toolChoice") {
+        return Err(bad_input(
+            key,
+            "sampling with tools is not offered to tools hosted by airlock",
+        ));
+    }
+    if let Some(context) = params.get("includeContext")
+        && context.as_str() != Some("none")
+    {
+        return Err(bad_input(
+            key,
+            "a tool may not ask for context from other servers (`includeContext`)",
+        ));
+    }
+    let messages_ok = params
+        .get("messages")
+        .and_then(|m| m.as_array())
+        .is_some_and(|m| !m.is_empty());
+    let max_tokens = params
+        .get("maxTokens")
+        .and_then(|m| m.as_u64())
+        .unwrap_or(0);
+    if !messages_ok || max_tokens == 0 {
+        return Err(bad_input(
+            key,
+            "a sampling request needs a non-empty `messages` array and a positive `maxTokens`",
+        ));
+    }
+    if max_tokens > MAX_SAMPLING_TOKENS {
+        return Err(bad_input(
+            key,
+            format!("`maxTokens` is at most {MAX_SAMPLING_TOKENS}"),
+        ));
+    }
+    let mut kept = serde_json::Map::new();
+    for field in [
+        "messages",
+        "systemPrompt",
+        "maxTokens",
+        "temperature",
+        "stopSequences",
+        "modelPreferences",
+    ] {
+        if let Some(value) = params.remove(field) {
+            kept.insert(field.into(), value);
+        }
+    }
+    Ok(kept)
+}
+
 /// Check what a tool asked for.
 fn check_input_required(asked: wit::InputRequired) -> Result<InputRequired, CallError> {
     if asked.requests.is_empty() {
@@ -677,41 +767,14 @@ fn check_input_required(asked: wit::InputRequired) -> Result<InputRequired, Call
             }
             wit::InputRequest::Url(u) => {
                 check_message(&key, &u.message)?;
-                let parsed = url::Url::parse(&u.url)
-                    .map_err(|e| bad_input(&key, format!("the URL is not valid: {e}")))?;
-                let loopback = matches!(parsed.host(), Some(url::Host::Domain("localhost")))
-                    || matches!(parsed.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-                    || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
-                let secure = parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback);
-                if !secure || u.url.len() > MAX_LABEL || !parsed.username().is_empty() {
-                    return Err(bad_input(
-                        &key,
-                        "a URL elicitation needs an https URL (http only on loopback), \
-                         without credentials",
-                    ));
-                }
                 InputRequest::Url {
                     message: u.message,
-                    url: u.url,
+                    url: check_elicitation_url(&key, &u.url)?,
                 }
             }
             wit::InputRequest::Sampling(text) => {
                 let params = json_object(&key, "sampling request", &text)?;
-                let messages_ok = params
-                    .get("messages")
-                    .and_then(|m| m.as_array())
-                    .is_some_and(|m| !m.is_empty());
-                let max_tokens_ok = params
-                    .get("maxTokens")
-                    .and_then(|m| m.as_u64())
-                    .is_some_and(|m| m > 0);
-                if !messages_ok || !max_tokens_ok {
-                    return Err(bad_input(
-                        &key,
-                        "a sampling request needs a non-empty `messages` array and a positive `maxTokens`",
-                    ));
-                }
-                InputRequest::Sampling(params)
+                InputRequest::Sampling(check_sampling(&key, params)?)
             }
             wit::InputRequest::Roots => InputRequest::Roots,
         };
@@ -923,7 +986,7 @@ mod input_tests {
             (
                 "summary",
                 wit::InputRequest::Sampling(
-                    r#"{"messages":[{"role":"user","content":{"type":"text","text":"hi"}}],"maxTokens":10}"#
+                    r#"{"messages":[{"role":"user","content":{"type":"text","text":"hi"}}],"maxTokens":10,"metadata":{"x":1},"_meta":{"y":2},"includeContext":"none"}"#
                         .into(),
                 ),
             ),
@@ -931,6 +994,10 @@ mod input_tests {
         ]))
         .unwrap();
         assert_eq!(checked.requests.len(), 4);
+        let InputRequest::Sampling(params) = &checked.requests[2].1 else {
+            panic!("sampling");
+        };
+        assert_eq!(params.len(), 2, "{params:?}");
         assert_eq!(checked.requests[3].1, InputRequest::Roots);
     }
 
@@ -992,17 +1059,38 @@ mod input_tests {
             )]);
             assert!(why.contains("URL"), "{url}: {why}");
         }
-        assert!(
-            check_input_required(asked(vec![(
+        for url in [
+            "http://127.0.0.1:8080/approve",
+            "https://:accounts.example@evil.example/login",
+            "https://acc\tounts.example.evil.example/",
+            "https://evil.example\\@accounts.example/",
+            " https://evil.example/",
+        ] {
+            let result = check_input_required(asked(vec![(
                 "k",
                 wit::InputRequest::Url(wit::UrlElicitation {
                     message: "m".into(),
-                    url: "http://127.0.0.1:8080/approve".into(),
+                    url: url.into(),
                 }),
-            )]))
-            .is_ok()
+            )]));
+            assert!(result.is_err(), "{url}");
+        }
+        // Passed on as parsed.
+        let checked = check_input_required(asked(vec![(
+            "k",
+            wit::InputRequest::Url(wit::UrlElicitation {
+                message: "m".into(),
+                url: "HTTPS://Bank.Example/a/../approve".into(),
+            }),
+        )]))
+        .unwrap();
+        assert!(
+            matches!(&checked.requests[0].1, InputRequest::Url { url, .. } if url == "https://bank.example/approve")
         );
         for sampling in [
+            r#"{"messages":[{"role":"user"}],"maxTokens":10,"includeContext":"allServers"}"#,
+            r#"{"messages":[{"role":"user"}],"maxTokens":10,"tools":[]}"#,
+            r#"{"messages":[{"role":"user"}],"maxTokens":10000000}"#,
             r#"{"maxTokens":10}"#,
             r#"{"messages":[],"maxTokens":10}"#,
             r#"{"messages":[{"role":"user"}],"maxTokens":0}"#,
