@@ -67,6 +67,7 @@ pub struct Metrics {
     call_duration: Histograms,
     call_cpu: Histograms,
     queue_wait: Histograms,
+    long_running: Family<TenantLabels, Counter>,
     busy: Family<ScopeLabels, Counter>,
     rate_limited: Family<ScopeLabels, Counter>,
     token_failures: Family<ReasonLabels, Counter>,
@@ -116,6 +117,12 @@ impl Metrics {
             Unit::Seconds,
             queue_wait.clone(),
         );
+        let long_running = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "long_running_calls",
+            "Tool calls moved to the low-priority guest threads after 2 ms of CPU, by tenant",
+            long_running.clone(),
+        );
         let busy = Family::<ScopeLabels, Counter>::default();
         registry.register(
             "busy_refusals",
@@ -146,6 +153,7 @@ impl Metrics {
             call_duration,
             call_cpu,
             queue_wait,
+            long_running,
             busy,
             rate_limited,
             token_failures,
@@ -196,6 +204,15 @@ impl Metrics {
                 tenant: tenant.to_string(),
             })
             .observe(wait.as_secs_f64());
+    }
+
+    /// A call of `tenant` ran long and moved to the low-priority guest threads.
+    pub fn long_running(&self, tenant: &str) {
+        self.long_running
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc();
     }
 
     /// A call of `tenant` was refused as busy at `scope` (`host` or `tenant`).

@@ -231,3 +231,71 @@ async fn metrics_count_calls_and_refusals_and_name_no_user_or_token() {
         assert!(!text.contains(part));
     }
 }
+
+/// POST one stateless `tools/call` of `tool` (no arguments) with `token`.
+async fn call(endpoint: &str, token: &str, tool: &str) -> String {
+    reqwest::Client::new()
+        .post(endpoint)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": {},
+              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities": {}}}
+        }))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
+
+#[tokio::test]
+async fn a_call_that_runs_long_moves_to_the_low_priority_threads_and_short_ones_do_not() {
+    let idp = TestIdp::start("acme").await;
+    let config = format!(
+        "[server]\nmetrics_listen = \"127.0.0.1:0\"\n{}\
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\nlimits = {{ cpu_ms = 300 }}\n",
+        tenant("acme", &idp.issuer, &[])
+    );
+    let server = TestServer::start(&config).await;
+    let endpoint = server.endpoint("acme");
+    let token = idp.token(&endpoint, "alice", "");
+    let scrape = || async {
+        let text = reqwest::get(server.metrics_url.as_deref().expect("metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses")
+    };
+    for _ in 0..5 {
+        assert_eq!(echo(&endpoint, &token).await.status(), 200);
+    }
+    let moved = |s: &prometheus_parse::Scrape| {
+        value(s, "airlock_long_running_calls_total", &[("tenant", "acme")]).unwrap_or(0.0)
+    };
+    assert_eq!(moved(&scrape().await), 0.0, "short calls stay");
+    // A spinning call moves, and still ends at its CPU limit there.
+    let body = call(&endpoint, &token, "spin").await;
+    assert!(body.contains("CPU"), "{body}");
+    assert_eq!(moved(&scrape().await), 1.0);
+    assert_eq!(
+        value(
+            &scrape().await,
+            "airlock_tool_calls_total",
+            &[
+                ("tenant", "acme"),
+                ("tool", "spin"),
+                ("outcome", "cpu_limit")
+            ]
+        ),
+        Some(1.0)
+    );
+}

@@ -8,7 +8,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::Sandbox;
 use super::bindings::v2::airlock::tool::types as wit;
-use super::engine::TICK;
+use super::engine::{MIN_SLICE, TICK, Waiting};
 use super::error::{CallError, ToolErrorKind, TrapKind};
 use super::limits::Limits;
 use super::load::{LoadedComponent, Pre, Validators};
@@ -16,7 +16,7 @@ use super::output::{
     CallEvents, ClientCapabilities, Content, InputRequest, InputRequired, InputResponse, Outcome,
     ResourceBody, ResourceLink, ToolOutput,
 };
-use super::state::{HostState, LimitTrap, Tripped};
+use super::state::{CpuClock, HostState, LimitTrap, Tripped};
 use crate::delegate::Delegate;
 use crate::envelope::Envelope;
 
@@ -87,7 +87,9 @@ pub(crate) async fn run(
     limits: &Limits,
     transfer_bytes: usize,
     guest: Guest<'_>,
+    waiting: &Arc<Waiting>,
 ) -> (Result<Returned, CallError>, Duration) {
+    let waiting = waiting.clone();
     let clock = state.cpu.clone();
     let mut store = Store::new(engine, state);
     store.limiter(|s| s);
@@ -111,10 +113,13 @@ pub(crate) async fn run(
             return Ok(UpdateDeadline::Interrupt);
         }
         clock.resume();
-        if ran < TICK / 2 {
-            // It has only just started running again (after a yield or a
-            // host call spanning a tick): give it a full tick before
-            // yielding, or a busy thread would starve it.
+        // Calls waiting for a thread come first: a guest that has already
+        // used a tick of CPU gives its thread back at once, a newer one after
+        // a short slice. Otherwise a guest that has only just started
+        // running again (after a yield or a host call spanning a tick) gets a
+        // full tick before yielding, or a busy thread would starve it.
+        let contended = waiting.any() && (ran >= MIN_SLICE || clock.used() >= TICK);
+        if ran < TICK / 2 && !contended {
             return Ok(UpdateDeadline::Continue(1));
         }
         // Give the thread to other guests; time spent waiting for it again
@@ -786,6 +791,42 @@ fn check_input_required(asked: wit::InputRequired) -> Result<InputRequired, Call
     })
 }
 
+/// CPU time after which a call moves to the low-priority guest threads.
+pub(crate) const PROMOTE_AFTER: Duration = Duration::from_millis(2);
+
+/// Run `call` here until it finishes or has used [`PROMOTE_AFTER`] of CPU,
+/// then move it (at the point it yields) to the `long` runtime and wait for
+/// it there. `None` if the moved call's task failed.
+async fn promote_when_long<T: Send + 'static>(
+    mut call: std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>,
+    clock: &CpuClock,
+    long: Option<tokio::runtime::Handle>,
+    promoted: impl FnOnce(),
+) -> Option<T> {
+    let Some(long) = long else {
+        return Some(call.await);
+    };
+    let here = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Ready(value) => std::task::Poll::Ready(Some(value)),
+        std::task::Poll::Pending if clock.used() >= PROMOTE_AFTER => std::task::Poll::Ready(None),
+        std::task::Poll::Pending => std::task::Poll::Pending,
+    })
+    .await;
+    if let Some(value) = here {
+        return Some(value);
+    }
+    promoted();
+    // Aborted with this task (the caller went away), like the first part.
+    let moved = AbortOnDrop(long.spawn(call));
+    match (&mut { moved }.0).await {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::error!(error = %e, "a long-running guest task failed");
+            None
+        }
+    }
+}
+
 /// Aborts the guest task when the caller stops waiting for it (the client
 /// went away, the request deadline passed): the guest ends at its next epoch
 /// tick and frees its slot.
@@ -842,10 +883,30 @@ impl Sandbox {
         };
         let engine = self.engine.clone();
         let component = component.clone();
-        // The guest runs on the guest threads; this side only waits.
+        let waiting = self.waiting.clone();
+        let ticket = waiting.enter(&engine);
+        let long = self.long.as_ref().map(|rt| rt.handle().clone());
+        let tenant = request.envelope.tenant().to_string();
+        let metrics = self.metrics.get().cloned();
+        let promoted = move || {
+            if let Some(metrics) = &metrics {
+                metrics.long_running(&tenant);
+            }
+        };
+        // The guest runs on the guest threads, moving to the low-priority
+        // ones once it runs long; this side only waits.
         let task = AbortOnDrop(guests.spawn(async move {
+            drop(ticket);
             let _permit = permit;
-            run_call(&engine, &component, request).await
+            let clock = Arc::new(CpuClock::new());
+            let meter = clock.clone();
+            let call =
+                Box::pin(
+                    async move { run_call(&engine, &component, request, &waiting, clock).await },
+                );
+            promote_when_long(call, &meter, long, promoted)
+                .await
+                .unwrap_or((Err(CallError::Internal), Duration::ZERO))
         }));
         match (&mut { task }.0).await {
             Ok((result, used)) => (result, Some(used)),
@@ -882,6 +943,8 @@ async fn run_call(
     engine: &Engine,
     component: &LoadedComponent,
     request: CallRequest,
+    waiting: &Arc<Waiting>,
+    clock: Arc<CpuClock>,
 ) -> (Result<Outcome, CallError>, Duration) {
     let name = request.envelope.tool();
     let Some(validators) = component.inner.validators.get(name) else {
@@ -897,8 +960,13 @@ async fn run_call(
         Pre::V2(_) => request.events,
         Pre::V1(_) => None,
     };
-    let state = HostState::new(Some(request.envelope.clone()), request.delegate, limits)
-        .with_events(events);
+    let state = HostState::with_clock(
+        Some(request.envelope.clone()),
+        request.delegate,
+        limits,
+        clock,
+    )
+    .with_events(events);
     let transfer_bytes = limits.transfer_bytes(state.request_limits());
     let c = request.client;
     let wit_request = wit::CallRequest {
@@ -926,7 +994,7 @@ async fn run_call(
         state: request.state,
     };
     let guest = Guest::Call(&wit_request);
-    let (returned, used) = run(engine, pre, state, &limits, transfer_bytes, guest).await;
+    let (returned, used) = run(engine, pre, state, &limits, transfer_bytes, guest, waiting).await;
     let result = match returned {
         Ok(Returned::Call(Ok(wit::CallOutcome::Complete(result)))) => {
             check_output(result, validators.output.as_ref(), &limits).map(Outcome::Complete)

@@ -1,7 +1,7 @@
 //! Engine configuration and the epoch ticker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -12,6 +12,42 @@ use super::limits::SandboxSettings;
 /// How often the ticker advances the epoch. Guests yield to the async runtime
 /// and have their deadline checked once per tick.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// The least a running guest keeps its thread, once calls are waiting for
+/// one, before it gives it back.
+pub(crate) const MIN_SLICE: Duration = Duration::from_micros(50);
+
+/// Calls handed to the guest threads that have not started running yet.
+/// While any wait, a running guest gives its thread back at its next epoch
+/// check once it has run [`MIN_SLICE`], instead of finishing its tick: a
+/// short call does not wait behind a long one's time slice.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting(AtomicUsize);
+
+/// One waiting call; it stops waiting when this is dropped (the call
+/// started, or was abandoned before it could).
+pub(crate) struct WaitTicket(Arc<Waiting>);
+
+impl Waiting {
+    /// A call starts waiting; running guests are told at once (an epoch
+    /// step makes each check in).
+    pub(crate) fn enter(self: &Arc<Self>, engine: &Engine) -> WaitTicket {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        engine.increment_epoch();
+        WaitTicket(self.clone())
+    }
+
+    /// Whether any call is waiting.
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Per-component maxima for the pooling allocator. A component built by
 /// wasm-component-ld has a handful of core instances (the module plus shims),

@@ -189,6 +189,7 @@ impl Sandbox {
             &limits,
             MAX_DESCRIBE_BYTES,
             Guest::Describe,
+            &self.waiting,
         )
         .await
         .0

@@ -56,7 +56,13 @@ pub struct Sandbox {
     slots: Arc<slots::Slots>,
     /// Where guests run; `None` only once dropped.
     guests: Option<tokio::runtime::Runtime>,
+    /// Where a guest moves once it has used [`call::PROMOTE_AFTER`] of CPU:
+    /// threads of the lowest OS priority, so long-running guests take CPU
+    /// only when the edge and short calls leave it. `None` only once dropped.
+    long: Option<tokio::runtime::Runtime>,
     ticker_stop: Arc<AtomicBool>,
+    /// Calls handed to the guest threads, not yet running.
+    waiting: Arc<engine::Waiting>,
     /// Where slot waits are recorded (`Sandbox::set_metrics`).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
@@ -74,8 +80,25 @@ impl Drop for Sandbox {
         self.ticker_stop.store(true, Ordering::Relaxed);
         // Dropping a runtime waits for its workers, which may not happen
         // inside another runtime; guests still running are cancelled.
+        // The long-running guests first: their calls may use the guest
+        // runtime's timers, which must outlive them.
+        if let Some(long) = self.long.take() {
+            long.shutdown_background();
+        }
         if let Some(guests) = self.guests.take() {
             guests.shutdown_background();
+        }
+    }
+}
+
+/// Give the calling thread the lowest CPU priority (nice 19). Best effort:
+/// where it cannot be done, long-running guests keep the normal priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(thread), 19) {
+            tracing::debug!(error = %e, "could not lower a guest thread's priority");
         }
     }
 }
@@ -101,6 +124,13 @@ impl Sandbox {
             .enable_all()
             .build()
             .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
+        let long = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.guest_threads)
+            .thread_name("airlock-guest-long")
+            .on_thread_start(lowest_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
         let engine = engine::build(&settings)?;
         let mut linker = wasmtime::component::Linker::new(&engine);
         bindings::v2::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
@@ -115,10 +145,12 @@ impl Sandbox {
                 &settings.tenant_weights,
             )),
             guests: Some(guests),
+            long: Some(long),
             engine,
             linker,
             settings,
             ticker_stop,
+            waiting: Arc::default(),
             metrics: std::sync::OnceLock::new(),
         })
     }

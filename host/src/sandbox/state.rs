@@ -31,15 +31,18 @@ pub(crate) enum Tripped {
     Cpu,
 }
 
-/// The CPU time a call's guest has used: the time between the guest starting
-/// to run (the call's start, the end of a yield or of a host call that
-/// awaited) and stopping (a yield at an epoch tick, a host call that awaits,
-/// the end of the call). Shared with the future that resumes a yielded guest.
+/// The CPU time a call's guest has used: the CPU time of the thread running
+/// it between the guest starting to run (the call's start, the end of a
+/// yield or of a host call that awaited) and stopping (a yield at an epoch
+/// tick, a host call that awaits, the end of the call). Both ends of a
+/// stretch fall in one poll of the call's future, so on one thread; time
+/// the thread was preempted by the OS does not count (on Linux; elsewhere
+/// the wall-clock time of each stretch). Shared with the future that resumes
+/// a yielded guest and with the task that runs the call.
 #[derive(Debug)]
 pub(crate) struct CpuClock {
-    origin: Instant,
-    /// When the guest last started running, in ns since `origin`; `PAUSED`
-    /// while it is not running.
+    /// The thread's CPU time, in ns, when the guest last started running;
+    /// `PAUSED` while it is not running.
     resumed: AtomicU64,
     /// ns used so far.
     used: AtomicU64,
@@ -47,22 +50,35 @@ pub(crate) struct CpuClock {
 
 const PAUSED: u64 = u64::MAX;
 
+/// The calling thread's CPU time in ns.
+fn thread_cpu_ns() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        u64::try_from(ORIGIN.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(PAUSED - 1)
+    }
+}
+
 impl CpuClock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         CpuClock {
-            origin: Instant::now(),
             resumed: AtomicU64::new(PAUSED),
             used: AtomicU64::new(0),
         }
     }
 
-    fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(PAUSED - 1)
-    }
-
-    /// The guest starts (or starts again) running.
+    /// The guest starts (or starts again) running on this thread.
     pub(crate) fn resume(&self) {
-        self.resumed.store(self.now(), Ordering::Relaxed);
+        self.resumed
+            .store(thread_cpu_ns().min(PAUSED - 1), Ordering::Relaxed);
     }
 
     /// The guest stops running; returns how long it had run since it last
@@ -72,7 +88,7 @@ impl CpuClock {
         if started == PAUSED {
             return Duration::ZERO;
         }
-        let ran = self.now().saturating_sub(started);
+        let ran = thread_cpu_ns().saturating_sub(started);
         self.used.fetch_add(ran, Ordering::Relaxed);
         Duration::from_nanos(ran)
     }
@@ -171,6 +187,17 @@ impl HostState {
         delegate: Arc<dyn Delegate>,
         limits: Limits,
     ) -> Self {
+        Self::with_clock(envelope, delegate, limits, Arc::new(CpuClock::new()))
+    }
+
+    /// [`HostState::new`], counting CPU time on `cpu` (which the task
+    /// running the call also reads).
+    pub(crate) fn with_clock(
+        envelope: Option<Arc<Envelope>>,
+        delegate: Arc<dyn Delegate>,
+        limits: Limits,
+        cpu: Arc<CpuClock>,
+    ) -> Self {
         HostState {
             envelope,
             delegate,
@@ -181,7 +208,7 @@ impl HostState {
             log_lines: 0,
             log_bytes: 0,
             tripped: None,
-            cpu: Arc::new(CpuClock::new()),
+            cpu,
             events: None,
             progress: ProgressGate::new(),
         }
