@@ -469,6 +469,7 @@ pub fn service(
 ) -> (axum::Router, Arc<dyn SessionControl>) {
     let mut config = StreamableHttpServerConfig::default();
     config.legacy_session_mode = true;
+    config.json_response = true;
     config.allowed_hosts = settings.allowed_hosts;
     config.cancellation_token = settings.shutdown;
     let mut manager = LocalSessionManager::default();
