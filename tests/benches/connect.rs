@@ -8,6 +8,10 @@
 //! real connect flow first, then drives one and then 16 keep-alive
 //! connections. Results go in BENCHMARKS.md by hand, with the machine.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use airlock_tests::bench::{self, Load};
 use airlock_tests::oauth::{Browser, ConnectSetup};
 use serde_json::json;

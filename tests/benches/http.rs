@@ -8,6 +8,10 @@
 //! then 16. It prints p50/p99 latency and calls per second. Results go in
 //! BENCHMARKS.md by hand, with the machine.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use airlock_tests::bench::{self, Load};
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::{TestServer, tenant};

@@ -8,6 +8,10 @@
 //! K = 2 × cores runaway calls of A kept in flight (each re-issued when it
 //! ends). It prints a Markdown table; results go in BENCHMARKS.md by hand.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -6,6 +6,10 @@
 //! `cargo bench -p airlock-tests --bench pipeline`. Results go in
 //! BENCHMARKS.md by hand, with the machine.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -5,6 +5,10 @@
 //! concurrent tasks on all cores, for `echo` and `whoami`. Results go in
 //! BENCHMARKS.md by hand, with the machine.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

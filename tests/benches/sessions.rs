@@ -6,6 +6,10 @@
 //! (`max_sessions`, default 10,000; `max_sessions_per_user`, default 32)
 //! bound what this can reach; here they are raised to measure.
 
+/// The allocator the `airlock` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use airlock_tests::idp::TestIdp;
 use airlock_tests::server::{TestServer, tenant};
 use serde_json::json;
