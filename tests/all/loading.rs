@@ -76,3 +76,20 @@ async fn limits_outside_the_host_ceiling_are_refused() {
     };
     assert_eq!(echo.with_limits(zero_time).unwrap_err().name, "timeout_ms");
 }
+
+/// A sandbox that cannot start says why, also from inside an async context
+/// (where dropping a half-built runtime would panic).
+#[tokio::test]
+async fn a_sandbox_that_cannot_start_says_why_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let settings = airlock_host::sandbox::SandboxSettings {
+        cache_dir: Some(not_a_dir.clone()),
+        ..airlock_host::sandbox::SandboxSettings::default()
+    };
+    let err = airlock_host::sandbox::Sandbox::new(settings)
+        .err()
+        .expect("a cache directory that is a file is refused");
+    assert!(err.to_string().contains("compilation cache"), "{err}");
+}

@@ -85,6 +85,16 @@ pub(crate) fn build(settings: &SandboxSettings) -> Result<Engine, SandboxError> 
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        // Initialise memory by copying data segments into the slot, not by
+        // mapping a copy-on-write image: per call that is a memcpy of a few
+        // KiB instead of mmap calls that take the process-wide mapping lock
+        // and flush TLBs on every core.
+        .memory_init_cow(false)
+        // Explicit bounds checks instead of guard pages and signal handlers:
+        // memory a call grew is then given back without `mprotect`, whose
+        // TLB flush interrupts every core on every call.
+        .signals_based_traps(false)
+        .memory_guard_size(0)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &settings.cache_dir {
         let mut cache_config = wasmtime::CacheConfig::new();

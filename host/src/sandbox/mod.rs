@@ -103,6 +103,22 @@ fn lowest_priority() {
     }
 }
 
+/// A multi-thread runtime for guests: `threads` workers named `name`, each
+/// running `on_start` first.
+fn guest_runtime(
+    threads: usize,
+    name: &str,
+    on_start: fn(),
+) -> Result<tokio::runtime::Runtime, SandboxError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .on_thread_start(on_start)
+        .enable_all()
+        .build()
+        .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))
+}
+
 impl Sandbox {
     /// Start a sandbox with `settings`.
     pub fn new(settings: SandboxSettings) -> Result<Self, SandboxError> {
@@ -116,28 +132,36 @@ impl Sandbox {
                 "guest_threads must be between 1 and 1024".into(),
             ));
         }
-        // Delegated requests (reqwest, timers, DNS) run from guests, so the
-        // guest runtime has I/O and time enabled.
-        let guests = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.guest_threads)
-            .thread_name("airlock-guest")
-            .enable_all()
-            .build()
-            .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
-        let long = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.guest_threads)
-            .thread_name("airlock-guest-long")
-            .on_thread_start(lowest_priority)
-            .enable_all()
-            .build()
-            .map_err(|e| SandboxError::Engine(format!("could not start the guest threads: {e}")))?;
         let engine = engine::build(&settings)?;
         let mut linker = wasmtime::component::Linker::new(&engine);
         bindings::v2::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         bindings::v1::ToolComponent::add_to_linker::<HostState, HostData>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let ticker_stop = engine::start_epoch_ticker(&engine)?;
+        // Runtimes last: one dropped on an error path inside an async
+        // context would panic, so each is shut down explicitly instead.
+        // Delegated requests (reqwest, timers, DNS) run from guests, so the
+        // guest runtimes have I/O and time enabled.
+        let guests = guest_runtime(settings.guest_threads, "airlock-guest", || {})?;
+        let long = match guest_runtime(
+            settings.guest_threads,
+            "airlock-guest-long",
+            lowest_priority,
+        ) {
+            Ok(long) => long,
+            Err(e) => {
+                guests.shutdown_background();
+                return Err(e);
+            }
+        };
+        let ticker_stop = match engine::start_epoch_ticker(&engine) {
+            Ok(stop) => stop,
+            Err(e) => {
+                long.shutdown_background();
+                guests.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok(Sandbox {
             slots: Arc::new(slots::Slots::new(
                 settings.max_concurrent_calls as usize,
