@@ -89,7 +89,6 @@ async fn a_sandbox_that_cannot_start_says_why_without_panicking() {
         ..airlock_host::sandbox::SandboxSettings::default()
     };
     let err = airlock_host::sandbox::Sandbox::new(settings)
-        .err()
-        .expect("a cache directory that is a file is refused");
+        .expect_err("a cache directory that is a file is refused");
     assert!(err.to_string().contains("compilation cache"), "{err}");
 }
