@@ -8,16 +8,21 @@ use serde_json::{Value, json};
 
 /// POST one stateless `tools/call` of `echo` with `token`.
 async fn echo(endpoint: &str, token: &str) -> reqwest::Response {
+    post(endpoint, token, "echo", json!({"text": "hi"})).await
+}
+
+/// POST one stateless `tools/call` of `tool` with `arguments` and `token`.
+async fn post(endpoint: &str, token: &str, tool: &str, arguments: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(endpoint)
         .bearer_auth(token)
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
+        .header("mcp-name", tool)
         .json(&json!({
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"text": "hi"},
+            "params": {"name": tool, "arguments": arguments,
               "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                         "io.modelcontextprotocol/clientCapabilities": {}}}
         }))
@@ -234,22 +239,8 @@ async fn metrics_count_calls_and_refusals_and_name_no_user_or_token() {
 
 /// POST one stateless `tools/call` of `tool` (no arguments) with `token`.
 async fn call(endpoint: &str, token: &str, tool: &str) -> String {
-    reqwest::Client::new()
-        .post(endpoint)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .json(&json!({
-            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": {},
-              "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                        "io.modelcontextprotocol/clientCapabilities": {}}}
-        }))
-        .send()
+    post(endpoint, token, tool, json!({}))
         .await
-        .expect("request")
         .text()
         .await
         .expect("body")

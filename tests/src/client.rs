@@ -12,19 +12,7 @@ pub type Client = RunningService<RoleClient, ()>;
 /// Connect to `url` with `token`: `initialize` for 2025-11-25, `server/discover`
 /// for 2026-07-28 and later.
 pub async fn connect(url: &str, token: &str, era: &ProtocolVersion) -> Client {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token),
-    );
-    let lifecycle = if *era == ProtocolVersion::V_2025_11_25 {
-        ClientLifecycleMode::Initialize
-    } else {
-        ClientLifecycleMode::Discover {
-            preferred_versions: vec![era.clone()],
-        }
-    };
-    ().serve_with_lifecycle(transport, lifecycle)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url} in era {era}: {e}"))
+    connect_with(url, token, era, ()).await
 }
 
 /// The names of the tools `client` may see, sorted.

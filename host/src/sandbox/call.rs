@@ -294,7 +294,8 @@ fn classify(
     CallError::Internal
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes (on a character boundary), marked `…` when cut.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let cut = (0..=max)
             .rev()

@@ -299,22 +299,11 @@ impl progress::Host for HostState {
             return Ok(());
         };
         if self.progress.admit(progress, total) {
-            let message = message.map(|m| truncate_str(m, MAX_PROGRESS_MESSAGE));
+            let message = message.map(|m| super::call::truncate(m, MAX_PROGRESS_MESSAGE));
             events.progress(progress, total, message);
         }
         Ok(())
     }
-}
-
-fn truncate_str(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| s.is_char_boundary(*i))
-            .unwrap_or(0);
-        s.truncate(cut);
-    }
-    s
 }
 
 impl log::Host for HostState {
