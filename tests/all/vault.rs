@@ -98,7 +98,7 @@ fn a_wrong_master_key_fails_at_open_and_changes_nothing() {
     MasterKey::create_file(&wrong).unwrap();
     // sled itself rewrites its files when it opens (recovery, snapshot):
     // compare what is on disk once it has, before and after the vault.
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
+    let storage = Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(3)).unwrap();
     storage.flush().unwrap();
     let before = hashes(dir.path());
     let err = Vault::open(&storage, &VaultKeySource::File(wrong.clone()))
@@ -123,7 +123,7 @@ fn a_wrong_master_key_fails_at_open_and_changes_nothing() {
 fn a_missing_key_file_fails_naming_it_and_creates_nothing() {
     let dir = populated();
     let missing = dir.path().join("nowhere/vault.key");
-    let storage = Storage::open(&dir.path().join("db")).unwrap();
+    let storage = Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(3)).unwrap();
     storage.flush().unwrap();
     let before = hashes(dir.path());
     let err = Vault::open(&storage, &VaultKeySource::File(missing.clone()))
@@ -315,7 +315,8 @@ fn a_crash_at_any_point_leaves_a_vault_that_opens_with_the_key_on_disk() {
         }
         // Reopen with whatever key file is on disk: every record opens and
         // holds its last acknowledged value or a later one.
-        let storage = Storage::open(&dir.path().join("db")).unwrap();
+        let storage =
+            Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(3)).unwrap();
         let vault = Vault::open(&storage, &key_file(dir.path()))
             .unwrap_or_else(|e| panic!("round {round}: the vault does not open: {e}"));
         for meta in vault.list("acme", None).unwrap() {
