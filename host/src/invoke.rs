@@ -155,8 +155,8 @@ pub struct Call<'a> {
     pub trace: &'a TraceContext,
     /// The tool's name.
     pub tool: &'a str,
-    /// The arguments object.
-    pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The arguments object (the same in every round of a call).
+    pub arguments: &'a serde_json::Map<String, serde_json::Value>,
     /// What the client can be asked for.
     pub client: ClientCapabilities,
     /// Answers and state from the client, on a retry.
@@ -197,7 +197,8 @@ impl TenantInvoker {
             .catalog
             .find(call.tool, principal.scopes())
             .ok_or_else(|| InvokeError::UnknownTool(call.tool.to_string()))?;
-        let arguments = serde_json::Value::Object(call.arguments.clone()).to_string();
+        let arguments = serde_json::to_string(call.arguments)
+            .map_err(|_| InvokeError::Call(CallError::Internal))?;
         let binding = Binding {
             tenant: principal.tenant(),
             issuer: principal.issuer(),

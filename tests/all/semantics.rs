@@ -483,6 +483,15 @@ async fn input_rounds_carry_a_sealed_state_bound_to_the_caller() {
         .await
         .expect_err("not an object");
     assert_eq!(error_code(e), -32602);
+    // More answers than any round may ask for: -32602.
+    let flood: serde_json::Map<String, Value> = (0..65)
+        .map(|i| (format!("k{i}"), json!({"action": "accept", "content": {}})))
+        .collect();
+    let e = alice
+        .call_tool_once(with_answers(tool, &asked, Value::Object(flood), None))
+        .await
+        .expect_err("too many answers");
+    assert_eq!(error_code(e), -32602);
     // A wrong key: the tool asks again.
     input_required(
         &alice,
@@ -760,6 +769,16 @@ async fn a_tool_that_never_stops_asking_is_stopped_and_floods_are_cut() {
         text_of(&result)
     );
     assert_eq!(handler.asked().len(), 8);
+    // Sixteen questions a round: stopped before the third round asks, at
+    // the cap of 32 questions per call.
+    handler.asked.lock().unwrap().clear();
+    let result = complete(&c, params("ask_many", json!({}))).await;
+    assert!(
+        text_of(&result).contains("more than 32 things"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(handler.asked().len(), 32);
     c.cancel().await.unwrap();
 
     // 2026-07-28: each round is the client's; every one is a fresh, sealed round.

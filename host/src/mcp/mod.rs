@@ -256,7 +256,7 @@ impl McpHandler {
                     session: caller.session.as_ref(),
                     trace: &caller.trace,
                     tool: request.name.as_ref(),
-                    arguments: arguments.clone(),
+                    arguments: &arguments,
                     client,
                     input,
                     events: events.clone(),

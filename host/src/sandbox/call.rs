@@ -887,11 +887,11 @@ impl Sandbox {
         let waiting = self.waiting.clone();
         let ticket = waiting.enter(&engine);
         let long = self.long.as_ref().map(|rt| rt.handle().clone());
-        let tenant = request.envelope.tenant().to_string();
+        let envelope = request.envelope.clone();
         let metrics = self.metrics.get().cloned();
         let promoted = move || {
             if let Some(metrics) = &metrics {
-                metrics.long_running(&tenant);
+                metrics.long_running(envelope.tenant());
             }
         };
         // The guest runs on the guest threads, moving to the low-priority

@@ -245,8 +245,9 @@ pub enum LogLevel {
 /// host log (the protocol layer forwards them to the client when it asked).
 /// Called from guest threads; must not block.
 pub trait CallEvents: Send + Sync + std::fmt::Debug {
-    /// The tool reported progress (already checked: finite, increasing,
-    /// within the per-call rate).
+    /// The tool reported progress (already checked: finite, not negative,
+    /// within the per-round rate; whether it increases is the receiver's to
+    /// check, over every round of the request).
     fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>);
     /// The tool logged a line (already counted against the call's limits).
     fn log(&self, level: LogLevel, message: &str);

@@ -132,11 +132,11 @@ pub(crate) struct HostState {
     progress: ProgressGate,
 }
 
-/// Progress reports per call: values must increase, and at most
-/// `PROGRESS_BURST` go out at once, then `PROGRESS_PER_SECOND`.
+/// Progress reports per call round: finite and not negative, at most
+/// `PROGRESS_BURST` at once, then `PROGRESS_PER_SECOND`. (That values
+/// increase is checked per MCP request, over all its rounds, in `mcp`.)
 #[derive(Debug)]
 struct ProgressGate {
-    last: Option<f64>,
     tokens: f64,
     refilled: Instant,
 }
@@ -149,7 +149,6 @@ const MAX_PROGRESS_MESSAGE: usize = 1024;
 impl ProgressGate {
     fn new() -> Self {
         ProgressGate {
-            last: None,
             tokens: PROGRESS_BURST,
             refilled: Instant::now(),
         }
@@ -165,9 +164,6 @@ impl ProgressGate {
         {
             return false;
         }
-        if self.last.is_some_and(|last| progress <= last) {
-            return false;
-        }
         let now = Instant::now();
         let earned = now.duration_since(self.refilled).as_secs_f64() * PROGRESS_PER_SECOND;
         self.tokens = (self.tokens + earned).min(PROGRESS_BURST);
@@ -176,7 +172,6 @@ impl ProgressGate {
             return false;
         }
         self.tokens -= 1.0;
-        self.last = Some(progress);
         true
     }
 }
