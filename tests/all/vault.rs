@@ -544,6 +544,13 @@ async fn the_cli_manages_a_running_hosts_vault_through_the_admin_socket() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The private directory it was bound in is gone.
+    let staging: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".vault.sock."))
+        .collect();
+    assert!(staging.is_empty(), "{staging:?}");
     let data = dir.path().to_str().unwrap().to_string();
     tokio::task::spawn_blocking(move || cli_session(&data))
         .await

@@ -218,12 +218,9 @@ pub async fn serve_admin(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(admin_err(&socket, "cannot inspect", e)),
     }
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .map_err(|e| admin_err(&socket, "cannot listen", e))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| admin_err(&socket, "cannot restrict", e))?;
-    // Until the chmod above, another user could have connected: every
-    // connection must come from the user that owns the socket (us).
+    let listener = bind_private(&socket)?;
+    // Defence in depth beside the 0600 mode: every connection must come
+    // from the user that owns the socket (us).
     let owner = std::fs::symlink_metadata(&socket)
         .map_err(|e| admin_err(&socket, "cannot inspect", e))?
         .uid();
@@ -254,6 +251,40 @@ pub async fn serve_admin(
     drop(listener);
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Bind the socket where nobody else can reach it yet (a fresh 0700
+/// directory beside it), restrict it to 0600, then rename it into place, so
+/// the socket never exists at `socket` with the umask's looser mode.
+fn bind_private(socket: &Path) -> Result<tokio::net::UnixListener, VaultError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = socket.parent().unwrap_or_else(|| Path::new("."));
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| admin_err(socket, "cannot draw a random name", e))?;
+    let private = parent.join(format!(
+        ".vault.sock.{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| admin_err(&private, "cannot create a private directory", e))?;
+    let staged = private.join("s");
+    let bound = (|| {
+        let listener = tokio::net::UnixListener::bind(&staged)
+            .map_err(|e| admin_err(socket, "cannot listen", e))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| admin_err(socket, "cannot restrict", e))?;
+        std::fs::rename(&staged, socket)
+            .map_err(|e| admin_err(socket, "cannot move the socket into place", e))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Read one request line, carry it out, write one answer line.
