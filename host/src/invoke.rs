@@ -45,6 +45,10 @@ pub enum InvokeError {
     /// The `requestState` sent back cannot be used.
     #[error(transparent)]
     BadRequestState(#[from] StateError),
+    /// The host cannot take input rounds right now (too many are open, or
+    /// its database failed); the caller may try again later.
+    #[error("input rounds are unavailable on this host right now; try again later")]
+    InputUnavailable,
     /// The user declined connecting the account this call needs.
     #[error("the user declined what this tool asked for, so it did not run")]
     Declined,
@@ -208,11 +212,17 @@ impl TenantInvoker {
             arguments: &arguments,
         };
         let rounds = self.shared.rounds.as_ref();
+        let mut ticket = None;
         let (responses, state) = match &call.input.request_state {
             None => (given, None),
             Some(token) => {
                 let rounds = rounds.ok_or(StateError::Invalid)?;
-                match rounds.open(&binding, token)? {
+                let opened = rounds.open(&binding, token).map_err(|e| match e {
+                    StateError::Unavailable => InvokeError::InputUnavailable,
+                    e => InvokeError::BadRequestState(e),
+                })?;
+                ticket = Some(opened.ticket);
+                match opened.pending {
                     Pending::Connect => {
                         let declined = given.iter().any(|(_, r)| {
                             matches!(r, InputResponse::Answered(v)
@@ -281,6 +291,10 @@ impl TenantInvoker {
             .await;
         let metrics = &self.shared.metrics;
         if let Err(CallError::Busy { scope }) = &outcome {
+            // The guest never ran: the client may send the same state again.
+            if let (Some(rounds), Some(ticket)) = (rounds, ticket) {
+                rounds.release(ticket);
+            }
             let scope = match scope {
                 crate::sandbox::BusyScope::Host => "host",
                 crate::sandbox::BusyScope::Tenant => "tenant",

@@ -158,7 +158,7 @@ impl Host {
             path: config.data_dir.clone(),
             source,
         })?;
-        let storage = Storage::open_waiting(&config.data_dir.join("db"), Duration::from_secs(2))?;
+        let storage = Storage::open_waiting(&config.data_dir.join("db"), Duration::from_secs(5))?;
         let keys = Arc::new(KeyRing::open(&KeyRing::dir_in(&config.data_dir))?);
         let audit = Arc::new(AuditLog::open(
             &storage,
@@ -202,9 +202,12 @@ impl Host {
         };
         let mut invoker = Invoker::new(sandbox, delegation, audit.clone())
             .with_metrics(metrics.clone())
-            .with_rounds(crate::rounds::Rounds::open_or_create(
-                &config.data_dir.join("keys").join("rounds.key"),
-            )?);
+            .with_rounds(
+                crate::rounds::Rounds::open_or_create(
+                    &config.data_dir.join("keys").join("rounds.key"),
+                )?
+                .with_ledger(storage.tree("rounds_answered")?),
+            );
         if let Some(connector) = &connector {
             invoker = invoker.with_connector(connector.clone());
         }

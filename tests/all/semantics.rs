@@ -435,6 +435,15 @@ async fn input_rounds_carry_a_sealed_state_bound_to_the_caller() {
         text_of(&done)
     );
 
+    // The same state again (a replayed "yes"): -32602, the tool does not run.
+    let e = alice
+        .call_tool_once(with_answers(tool, &asked, answer.clone(), None))
+        .await
+        .expect_err("a replayed state");
+    let text = format!("{e:?}");
+    assert_eq!(error_code(e), -32602);
+    assert!(text.contains("already answered"), "{text}");
+
     // Tampered, truncated or junk state: -32602.
     for bad in [
         format!("{state}-TAMPERED"),
@@ -492,12 +501,13 @@ async fn input_rounds_carry_a_sealed_state_bound_to_the_caller() {
         .await
         .expect_err("too many answers");
     assert_eq!(error_code(e), -32602);
-    // A wrong key: the tool asks again.
+    // A wrong key: the tool asks again (with a state not yet answered).
+    let fresh = input_required(&alice, params(tool, json!({}))).await;
     input_required(
         &alice,
         with_answers(
             tool,
-            &asked,
+            &fresh,
             json!({"wrong_key": {"action": "accept", "content": {}}}),
             None,
         ),
@@ -852,4 +862,47 @@ async fn a_legacy_call_asks_nothing_after_its_request_deadline() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), call).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(slow.asked(), ["elicitation", "sampling"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_the_host_was_too_busy_to_run_keeps_its_state() {
+    let idp = TestIdp::start("").await;
+    let rest = format!(
+        "[server]\nmax_concurrent_calls = 1\nqueue_timeout_ms = 100\n{}\
+         [tenants.globex]\nissuers = [{{ issuer = {issuer:?}, jwks_min_refresh_ms = 0 }}]\nscopes = [\"mcp\"]\n\
+         [[tenants.globex.install]]\ncomponent = \"hostile\"\n\
+         limits = {{ timeout_ms = 2000, cpu_ms = 2000 }}\n",
+        conformance_tenant(&idp.issuer),
+        issuer = idp.issuer,
+    );
+    let server = TestServer::start(&rest).await;
+    let url = server.endpoint("acme");
+    let alice = client(&url, &idp, "alice", &NEW, Answering::everything()).await;
+    let tool = "test_input_required_result_elicitation";
+    let asked = input_required(&alice, params(tool, json!({}))).await;
+    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Alice"}}});
+
+    // A runaway of another tenant holds the host's only slot: Alice's round is refused
+    // as busy without running...
+    let globex = server.endpoint("globex");
+    let bob = client(&globex, &idp, "bob", &NEW, Answering::everything()).await;
+    let spin = tokio::spawn(async move { bob.call_tool_once(params("spin", json!({}))).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let busy = complete(&alice, with_answers(tool, &asked, answer.clone(), None)).await;
+    assert_eq!(busy.is_error, Some(true), "{}", text_of(&busy));
+    assert!(text_of(&busy).contains("busy"), "{}", text_of(&busy));
+    let _ = spin.await;
+
+    // ...so the same state still opens once the host has room, and only once.
+    let done = complete(&alice, with_answers(tool, &asked, answer.clone(), None)).await;
+    assert!(
+        text_of(&done).contains("Hello, Alice!"),
+        "{}",
+        text_of(&done)
+    );
+    let e = alice
+        .call_tool_once(with_answers(tool, &asked, answer, None))
+        .await
+        .expect_err("answered");
+    assert_eq!(error_code(e), -32602);
 }

@@ -49,7 +49,7 @@ fn keyed() -> tempfile::TempDir {
 /// (A database this process just dropped can stay locked for a moment while
 /// sled's flusher thread ends: retry briefly.)
 fn open(dir: &Path) -> (Storage, Vault) {
-    let storage = Storage::open_waiting(&dir.join("db"), Duration::from_secs(3)).unwrap();
+    let storage = Storage::open_waiting(&dir.join("db"), Duration::from_secs(15)).unwrap();
     let vault = Vault::open(&storage, &key_file(dir)).unwrap();
     (storage, vault)
 }
@@ -282,7 +282,7 @@ fn a_crash_at_any_point_leaves_a_vault_that_opens_with_the_key_on_disk() {
             }
             lines
         });
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if ready_rx.recv_timeout(Duration::from_secs(40)).is_err() {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
@@ -316,7 +316,7 @@ fn a_crash_at_any_point_leaves_a_vault_that_opens_with_the_key_on_disk() {
         // Reopen with whatever key file is on disk: every record opens and
         // holds its last acknowledged value or a later one.
         let storage =
-            Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(3)).unwrap();
+            Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(15)).unwrap();
         let vault = Vault::open(&storage, &key_file(dir.path()))
             .unwrap_or_else(|e| panic!("round {round}: the vault does not open: {e}"));
         for meta in vault.list("acme", None).unwrap() {

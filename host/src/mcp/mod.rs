@@ -281,11 +281,8 @@ impl McpHandler {
                         None,
                     ));
                 }
-                Err(InvokeError::AuditUnavailable) => {
-                    return Err(McpError::internal_error(
-                        InvokeError::AuditUnavailable.to_string(),
-                        None,
-                    ));
+                Err(e @ (InvokeError::AuditUnavailable | InvokeError::InputUnavailable)) => {
+                    return Err(McpError::internal_error(e.to_string(), None));
                 }
                 Err(InvokeError::BadRequestState(e)) => {
                     return Err(McpError::invalid_params(e.to_string(), None));

@@ -9,9 +9,10 @@
 //! of the arguments, with an expiry inside. A state that was changed, has expired, or belongs to
 //! another user, tool, tenant or argument set does not open.
 //!
-//! A state is not single use: within its lifetime the same caller may send
-//! it again (the tool then runs again with the same answers). Tools whose
-//! effect must happen once make that effect idempotent.
+//! A state opens once: the round that opens it marks it answered in a
+//! ledger (`spent`), and the same state sent again is refused, so an answer
+//! such as "yes, delete it" cannot be replayed. Only a round the host was
+//! too busy to run gives its state back.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,13 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::storage::Tree;
 use crate::vault::{DataKey, Sealed};
+
+mod spent;
+
+use spent::{ClaimError, Ledger};
+pub use spent::{MAX_SPENT, Ticket};
 
 /// How long a client may take to answer and retry.
 pub const ROUND_TTL: Duration = Duration::from_secs(10 * 60);
@@ -45,6 +52,22 @@ pub enum StateError {
     /// Longer than [`MAX_REQUEST_STATE`].
     #[error("requestState is longer than {MAX_REQUEST_STATE} characters")]
     TooLong,
+    /// Opened by an earlier round: each state is answered once.
+    #[error("requestState was already answered; call the tool again without it")]
+    Spent,
+    /// The host cannot record answered states right now (too many are
+    /// open, or its database failed).
+    #[error("input rounds are unavailable on this host right now; try again later")]
+    Unavailable,
+}
+
+/// A state that opened for its binding and is now marked answered.
+#[derive(Debug)]
+pub struct Opened {
+    /// What the last round left.
+    pub pending: Pending,
+    /// Give to [`Rounds::release`] if the round does no work.
+    pub ticket: Ticket,
 }
 
 /// Why the round key could not be loaded.
@@ -167,6 +190,7 @@ const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 pub struct Rounds {
     key: DataKey,
     ttl: Duration,
+    spent: Ledger,
 }
 
 impl std::fmt::Debug for Rounds {
@@ -183,6 +207,7 @@ impl Rounds {
         Ok(Rounds {
             key: DataKey::generate().map_err(|e| RoundKeyError::Random(e.to_string()))?,
             ttl: ROUND_TTL,
+            spent: Ledger::memory(),
         })
     }
 
@@ -214,7 +239,15 @@ impl Rounds {
         Ok(Rounds {
             key: DataKey::from_bytes(key),
             ttl: ROUND_TTL,
+            spent: Ledger::memory(),
         })
+    }
+
+    /// Record answered states in `tree` (the host's database), so a restart
+    /// does not make them answerable again.
+    pub fn with_ledger(mut self, tree: Tree) -> Self {
+        self.spent = Ledger::stored(tree);
+        self
     }
 
     /// The same key with states that live `ttl`.
@@ -240,8 +273,9 @@ impl Rounds {
         Ok(format!("{VERSION}.{}", B64URL.encode(raw)))
     }
 
-    /// Open a state the client sent back for `binding`.
-    pub fn open(&self, binding: &Binding<'_>, token: &str) -> Result<Pending, StateError> {
+    /// Open a state the client sent back for `binding`, and mark it
+    /// answered: the same state does not open again.
+    pub fn open(&self, binding: &Binding<'_>, token: &str) -> Result<Opened, StateError> {
         if token.len() > MAX_REQUEST_STATE {
             return Err(StateError::TooLong);
         }
@@ -263,10 +297,24 @@ impl Rounds {
             .open(&sealed, &binding.aad())
             .ok_or(StateError::Invalid)?;
         let plain: Plain = serde_json::from_slice(&json).map_err(|_| StateError::Invalid)?;
-        if plain.exp < now() {
+        let now = now();
+        if plain.exp < now {
             return Err(StateError::Expired);
         }
-        Ok(plain.pending)
+        let ticket = Ticket::new(plain.exp, nonce).ok_or(StateError::Invalid)?;
+        match self.spent.claim(ticket, now) {
+            Ok(()) => Ok(Opened {
+                pending: plain.pending,
+                ticket,
+            }),
+            Err(ClaimError::Spent) => Err(StateError::Spent),
+            Err(ClaimError::Full | ClaimError::Unavailable) => Err(StateError::Unavailable),
+        }
+    }
+
+    /// Let the state behind `ticket` be sent again: its round did no work.
+    pub fn release(&self, ticket: Ticket) {
+        self.spent.release(ticket);
     }
 }
 

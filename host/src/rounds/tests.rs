@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use super::spent::{ClaimError, Ledger};
 use super::*;
 
 fn binding<'a>(subject: &'a str, tool: &'a str, arguments: &'a str) -> Binding<'a> {
@@ -25,7 +26,6 @@ fn a_state_opens_for_its_binding_only() {
     let rounds = Rounds::ephemeral().unwrap();
     let b = binding("alice", "delete_note", r#"{"id":3}"#);
     let token = rounds.seal(&b, pending()).unwrap();
-    assert_eq!(rounds.open(&b, &token).unwrap(), pending());
     // Another user, tool, argument set or tenant: refused alike.
     for other in [
         binding("bob", "delete_note", r#"{"id":3}"#),
@@ -44,13 +44,18 @@ fn a_state_opens_for_its_binding_only() {
             ..b
         },
     ] {
-        assert_eq!(rounds.open(&other, &token), Err(StateError::Invalid));
+        assert_eq!(
+            rounds.open(&other, &token).unwrap_err(),
+            StateError::Invalid
+        );
     }
     // Another host key.
     assert_eq!(
-        Rounds::ephemeral().unwrap().open(&b, &token),
-        Err(StateError::Invalid)
+        Rounds::ephemeral().unwrap().open(&b, &token).unwrap_err(),
+        StateError::Invalid
     );
+    // Refusals spent nothing: it opens for its own binding.
+    assert_eq!(rounds.open(&b, &token).unwrap().pending, pending());
 }
 
 #[test]
@@ -60,7 +65,7 @@ fn tampered_truncated_and_junk_states_are_refused() {
     let token = rounds.seal(&b, pending()).unwrap();
     let mut tampered = token.clone();
     tampered.push_str("-TAMPERED");
-    assert_eq!(rounds.open(&b, &tampered), Err(StateError::Invalid));
+    assert_eq!(rounds.open(&b, &tampered).unwrap_err(), StateError::Invalid);
     for i in 3..token.len() {
         let mut flipped: Vec<u8> = token.clone().into_bytes();
         flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
@@ -81,7 +86,7 @@ fn tampered_truncated_and_junk_states_are_refused() {
         assert!(rounds.open(&b, junk).is_err(), "{junk:?}");
     }
     let long = "r1.".to_string() + &"A".repeat(MAX_REQUEST_STATE);
-    assert_eq!(rounds.open(&b, &long), Err(StateError::TooLong));
+    assert_eq!(rounds.open(&b, &long).unwrap_err(), StateError::TooLong);
 }
 
 #[test]
@@ -90,7 +95,7 @@ fn states_expire() {
     let b = binding("alice", "t", "{}");
     let token = rounds.seal(&b, Pending::Connect).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(rounds.open(&b, &token), Err(StateError::Expired));
+    assert_eq!(rounds.open(&b, &token).unwrap_err(), StateError::Expired);
 }
 
 #[test]
@@ -119,7 +124,7 @@ fn the_key_file_is_created_private_and_reused() {
     let b = Rounds::open_or_create(&path).unwrap();
     let binding = binding("alice", "t", "{}");
     let token = a.seal(&binding, Pending::Connect).unwrap();
-    assert_eq!(b.open(&binding, &token).unwrap(), Pending::Connect);
+    assert_eq!(b.open(&binding, &token).unwrap().pending, Pending::Connect);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -129,4 +134,97 @@ fn the_key_file_is_created_private_and_reused() {
     std::fs::write(&path, b"short").unwrap();
     let err = Rounds::open_or_create(&path).unwrap_err().to_string();
     assert!(err.contains("is not 32 bytes"), "{err}");
+}
+
+#[test]
+fn a_state_opens_once_unless_its_round_is_released() {
+    let rounds = Rounds::ephemeral().unwrap();
+    let b = binding("alice", "delete_note", r#"{"id":3}"#);
+    let token = rounds.seal(&b, pending()).unwrap();
+    let opened = rounds.open(&b, &token).unwrap();
+    assert_eq!(rounds.open(&b, &token).unwrap_err(), StateError::Spent);
+    // A round that did no work gives its state back, once.
+    rounds.release(opened.ticket);
+    let again = rounds.open(&b, &token).unwrap();
+    assert_eq!(again.pending, pending());
+    assert_eq!(rounds.open(&b, &token).unwrap_err(), StateError::Spent);
+    // Another state of the same binding is its own.
+    let other = rounds.seal(&b, pending()).unwrap();
+    assert!(rounds.open(&b, &other).is_ok());
+}
+
+#[test]
+fn racing_retries_with_one_state_let_exactly_one_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = crate::storage::Storage::open(&dir.path().join("db")).unwrap();
+    let rounds = Rounds::ephemeral()
+        .unwrap()
+        .with_ledger(storage.tree("answered").unwrap());
+    let b = binding("alice", "t", "{}");
+    for _ in 0..20 {
+        let token = rounds.seal(&b, pending()).unwrap();
+        let opened = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| rounds.open(&b, &token).is_ok()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|ok| *ok)
+                .count()
+        });
+        assert_eq!(opened, 1);
+    }
+}
+
+#[test]
+fn answered_states_stay_answered_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("rounds.key");
+    let b = binding("alice", "t", "{}");
+    let token = {
+        let storage = crate::storage::Storage::open(&dir.path().join("db")).unwrap();
+        let rounds = Rounds::open_or_create(&key)
+            .unwrap()
+            .with_ledger(storage.tree("answered").unwrap());
+        let token = rounds.seal(&b, pending()).unwrap();
+        rounds.open(&b, &token).unwrap();
+        token
+    };
+    let storage =
+        crate::storage::Storage::open_waiting(&dir.path().join("db"), Duration::from_secs(10))
+            .unwrap();
+    let rounds = Rounds::open_or_create(&key)
+        .unwrap()
+        .with_ledger(storage.tree("answered").unwrap());
+    assert_eq!(rounds.open(&b, &token).unwrap_err(), StateError::Spent);
+}
+
+#[test]
+fn the_ledger_forgets_expired_states_and_refuses_past_its_cap() {
+    for stored in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::Storage::open(&dir.path().join("db")).unwrap();
+        let ledger = if stored {
+            Ledger::stored(storage.tree("answered").unwrap())
+        } else {
+            Ledger::memory()
+        }
+        .with_cap(3);
+        let ticket = |exp: u64, n: u8| Ticket::new(exp, &[n; NONCE_LEN]).unwrap();
+        // Three live entries fill it; a fourth is refused, a repeat is spent.
+        for n in 0..3 {
+            ledger.claim(ticket(1_000, n), 500).unwrap();
+        }
+        assert_eq!(ledger.claim(ticket(1_000, 3), 500), Err(ClaimError::Full));
+        assert_eq!(ledger.claim(ticket(1_000, 0), 500), Err(ClaimError::Spent));
+        // Once they expire they are dropped, and new states are taken.
+        for n in 3..6 {
+            ledger.claim(ticket(2_000, n), 1_001).unwrap();
+        }
+        assert_eq!(ledger.claim(ticket(2_000, 6), 1_001), Err(ClaimError::Full));
+        // A released entry frees its place.
+        ledger.release(ticket(2_000, 5));
+        ledger.claim(ticket(2_000, 6), 1_001).unwrap();
+    }
 }

@@ -225,6 +225,28 @@ impl Tree {
         Ok(swapped)
     }
 
+    /// Remove up to `limit` entries whose keys sort before `end`, without
+    /// flushing (removals that a crash undoes are redone by the next call);
+    /// how many it removed.
+    pub fn remove_below_raw(&self, end: &[u8], limit: usize) -> Result<usize, StorageError> {
+        let keys = self
+            .tree
+            .range(..end)
+            .keys()
+            .take(limit)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.io(e))?;
+        for key in &keys {
+            self.tree.remove(key).map_err(|e| self.io(e))?;
+        }
+        Ok(keys.len())
+    }
+
+    /// How many entries the tree holds (reads them all: not for hot paths).
+    pub fn count(&self) -> usize {
+        self.tree.len()
+    }
+
     /// Write this tree's changes to disk.
     pub fn flush(&self) -> Result<(), StorageError> {
         self.tree.flush().map(|_| ()).map_err(|e| self.io(e))

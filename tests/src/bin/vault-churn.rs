@@ -17,7 +17,10 @@ const RECORDS: usize = 8;
 
 fn main() -> Result<(), String> {
     let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: vault-churn DIR")?);
-    let storage = Storage::open(&dir.join("db")).map_err(|e| e.to_string())?;
+    // The test that started it may still be letting go of the database
+    // (sled's flusher thread outlives the handle briefly).
+    let storage = Storage::open_waiting(&dir.join("db"), std::time::Duration::from_secs(15))
+        .map_err(|e| e.to_string())?;
     let source = VaultKeySource::File(dir.join("vault.key"));
     let vault = Arc::new(Vault::open(&storage, &source).map_err(|e| e.to_string())?);
     // Where the last run stopped, so every run writes higher numbers.
