@@ -283,3 +283,45 @@ async fn keys_are_fetched_again_when_the_issuer_comes_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn keys_stale_past_their_allowance_are_no_longer_trusted() {
+    let idp = TestIdp::start("acme").await;
+    let server = server(
+        &idp,
+        ", jwks_max_age_s = 1, jwks_max_stale_s = 3, jwks_min_refresh_ms = 0",
+    )
+    .await;
+    let url = server.endpoint("acme");
+    let token = idp.token(&url, "alice", "");
+    let fetched = Instant::now();
+    assert_eq!(call(&url, &token).await.status, 200);
+
+    // Failing from now on: stale keys serve within the allowance...
+    idp.set_mode(IdpMode::Failing);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(call(&url, &token).await.status, 200);
+    // ...and past it (1 s + 3 s after the fetch) the token is refused as
+    // "issuer unavailable", not accepted on keys nobody could check.
+    tokio::time::sleep(
+        Duration::from_secs(4).saturating_sub(fetched.elapsed()) + Duration::from_millis(300),
+    )
+    .await;
+    assert_503(&call(&url, &token).await);
+
+    // The issuer comes back: keys are fetched and trusted again.
+    idp.set_mode(IdpMode::Up);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = call(&url, &token).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_503(&answer);
+        assert!(
+            Instant::now() < deadline,
+            "the keys were never trusted again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

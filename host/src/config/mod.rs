@@ -130,6 +130,7 @@ struct RawIssuer {
     algorithms: Option<Vec<String>>,
     jwks_min_refresh_ms: Option<u64>,
     jwks_max_age_s: Option<u64>,
+    jwks_max_stale_s: Option<u64>,
     jwks_fetch_timeout_ms: Option<u64>,
     token_types: Option<Vec<String>>,
 }
@@ -201,6 +202,10 @@ pub struct IssuerConfig {
     /// Keys older than this are refreshed (in the background: they keep
     /// serving meanwhile).
     pub jwks_max_age: Duration,
+    /// How long keys keep serving past `jwks_max_age` while every refresh
+    /// fails; after that, tokens are refused (503) until a fetch succeeds,
+    /// so a key withdrawn at an unreachable issuer is not trusted forever.
+    pub jwks_max_stale: Duration,
     /// Longest a key fetch (discovery and JWKS together) may take.
     pub jwks_fetch_timeout: Duration,
     /// JOSE `typ` values accepted on its access tokens (compared without
@@ -625,6 +630,13 @@ impl Config {
                         "must be between 100 ms and one minute".into(),
                     ));
                 }
+                let jwks_max_stale_s = raw_issuer.jwks_max_stale_s.unwrap_or(86_400);
+                if jwks_max_stale_s > 30 * 86_400 {
+                    return Err(invalid(
+                        ikey("jwks_max_stale_s"),
+                        "must be at most 30 days (2592000 s)".into(),
+                    ));
+                }
                 issuers.push(IssuerConfig {
                     issuer: raw_issuer.issuer,
                     jwks_uri: raw_issuer.jwks_uri,
@@ -633,6 +645,7 @@ impl Config {
                         raw_issuer.jwks_min_refresh_ms.unwrap_or(10_000),
                     ),
                     jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
+                    jwks_max_stale: Duration::from_secs(jwks_max_stale_s),
                     jwks_fetch_timeout: Duration::from_millis(jwks_fetch_timeout_ms),
                     token_types: match raw_issuer.token_types {
                         None => DEFAULT_TOKEN_TYPES.iter().map(|t| t.to_string()).collect(),
@@ -772,7 +785,7 @@ impl Config {
                             format!("tenants.{id}.issuers[{i}]"),
                             format!(
                                 "issuer {} is also trusted by tenant `{other}` with other settings \
-                                 (jwks_uri, algorithms, token types, refresh or fetch timeout); give both the same settings",
+                                 (jwks_uri, algorithms, token types, refresh, staleness or fetch timeout); give both the same settings",
                                 issuer.issuer
                             ),
                         ));

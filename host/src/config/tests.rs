@@ -420,3 +420,26 @@ fn cpu_limits_weights_and_guest_threads_are_read() {
     .to_string();
     assert!(err.contains("tenants.globex.weight"), "{err}");
 }
+
+#[test]
+fn stale_issuer_keys_have_an_allowance() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.tenants["acme"].issuers[0].jwks_max_stale,
+        std::time::Duration::from_secs(86_400)
+    );
+    let with = |s: &str| {
+        GOOD.replace(
+            "issuer = \"https://idp.example.com\"",
+            &format!("issuer = \"https://idp.example.com\", jwks_max_stale_s = {s}"),
+        )
+    };
+    assert_eq!(
+        parse(&with("0")).unwrap().tenants["acme"].issuers[0].jwks_max_stale,
+        std::time::Duration::ZERO
+    );
+    for bad in ["2592001", "-1", "\"1h\""] {
+        let err = parse(&with(bad)).unwrap_err().to_string();
+        assert!(err.contains("jwks_max_stale_s"), "{bad}: {err}");
+    }
+}

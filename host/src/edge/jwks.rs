@@ -6,6 +6,8 @@
 //!
 //! - cached keys keep serving at once; when they are older than
 //!   `jwks_max_age`, one background refresh runs (stale-while-revalidate);
+//!   keys whose refreshes keep failing serve `jwks_max_stale` longer, then
+//!   are no longer trusted (503 until a fetch succeeds);
 //! - one fetch at a time per issuer, run by its own task, each bounded by the
 //!   issuer's `jwks_fetch_timeout`; no lock is held while it runs, callers
 //!   that need its result wait for it at most that long;
@@ -220,20 +222,31 @@ impl IssuerKeys {
             let mut done = {
                 let mut state = shared.lock();
                 let now = Instant::now();
-                let stale = state
-                    .fetched_at
-                    .is_none_or(|t| now.duration_since(t) >= config.jwks_max_age);
+                let age = state.fetched_at.map(|t| now.duration_since(t));
+                let stale = age.is_none_or(|age| age >= config.jwks_max_age);
                 let refetch_allowed = state.may_refetch(now, config.jwks_min_refresh);
                 if stale && state.keys.is_some() && refetch_allowed {
                     shared.start_fetch(&mut state, now);
                 }
-                if let Some(key) = find(state.keys.as_deref(), kid) {
+                // Keys past their stale allowance answer nobody.
+                let trusted = age.is_some_and(|age| {
+                    age < config.jwks_max_age.saturating_add(config.jwks_max_stale)
+                });
+                let keys = state.keys.clone().filter(|_| trusted);
+                if let Some(key) = find(keys.as_deref(), kid) {
                     return Ok(key);
                 }
                 if waited {
-                    return Err(refusal(&mut state, config, kid, arrived, now));
+                    return Err(refusal(
+                        &mut state,
+                        keys.is_some(),
+                        config,
+                        kid,
+                        arrived,
+                        now,
+                    ));
                 }
-                if state.keys.is_some() {
+                if keys.is_some() {
                     // An unknown kid (or no kid among several keys).
                     if let Some(kid) = kid
                         && state.known_unknown(kid, now)
@@ -247,7 +260,8 @@ impl IssuerKeys {
                         shared.start_fetch(&mut state, now);
                     }
                 } else if !state.in_flight {
-                    // Never fetched, or every fetch failed so far.
+                    // Never fetched, every fetch failed so far, or the keys
+                    // outlived their stale allowance.
                     if state.backing_off(now) {
                         return Err(KeyError::Unavailable {
                             retry_after: state.retry_after(now, config.jwks_fetch_timeout),
@@ -268,12 +282,13 @@ impl IssuerKeys {
 /// The answer to a caller whose key was still not found after a fetch.
 fn refusal(
     state: &mut KeyState,
+    trusted_keys: bool,
     config: &IssuerConfig,
     kid: Option<&str>,
     arrived: Instant,
     now: Instant,
 ) -> KeyError {
-    if state.keys.is_none() {
+    if !trusted_keys {
         return KeyError::Unavailable {
             retry_after: state.retry_after(now, config.jwks_fetch_timeout),
         };
