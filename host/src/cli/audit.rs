@@ -103,7 +103,8 @@ fn open(data: &Path) -> Result<Storage, String> {
             dir.display()
         ));
     }
-    Storage::open(&dir).map_err(|e| {
+    // A host that just stopped can hold the lock for a moment.
+    Storage::open_waiting(&dir, std::time::Duration::from_secs(3)).map_err(|e| {
         if e.is_locked() {
             format!(
                 "the database in {} is in use by a running airlock (serve or dev); stop it, then verify or export",
