@@ -24,10 +24,29 @@ fn tight() -> Limits {
     }
 }
 
+/// The tight limits with a deadline a loaded machine cannot reach by
+/// accident, for attacks that must end by another limit: a CPU-heavy call
+/// moves to the low-priority threads, where a busy machine may starve it.
+fn patient() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(20),
+        ..tight()
+    }
+}
+
 /// Run `tool` of the hostile component with `service` as delegate while an
 /// echo call runs on the same host; check the echo call succeeded.
 async fn attack(host: &TestHost, tool: &str, args: Value) -> Result<ToolOutput, CallError> {
     attack_with(host, tool, args, NotesService::new()).await
+}
+
+/// [`attack`] for calls that should end at the 500 ms deadline.
+async fn attack_until_deadline(
+    host: &TestHost,
+    tool: &str,
+    args: Value,
+) -> Result<ToolOutput, CallError> {
+    attack_limited(host, tool, args, NotesService::new(), tight()).await
 }
 
 async fn attack_with(
@@ -36,7 +55,17 @@ async fn attack_with(
     args: Value,
     service: Arc<NotesService>,
 ) -> Result<ToolOutput, CallError> {
-    let hostile: LoadedComponent = host.load_with(guests::HOSTILE, tight()).await;
+    attack_limited(host, tool, args, service, patient()).await
+}
+
+async fn attack_limited(
+    host: &TestHost,
+    tool: &str,
+    args: Value,
+    service: Arc<NotesService>,
+    limits: Limits,
+) -> Result<ToolOutput, CallError> {
+    let hostile: LoadedComponent = host.load_with(guests::HOSTILE, limits).await;
     let echo = host.load(guests::ECHO).await;
     let env = envelope("acme", "mallory", tool, &["echo", "slow"]);
     let bad = host.call_as(&hostile, env, args, service);
@@ -58,7 +87,9 @@ async fn attack_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_times_out() {
     let host = TestHost::new();
-    let err = attack(&host, "spin", json!({})).await.unwrap_err();
+    let err = attack_until_deadline(&host, "spin", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         CallError::Timeout {
@@ -70,7 +101,9 @@ async fn an_infinite_loop_times_out() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_infinite_loop_yields_so_other_calls_progress_on_one_thread() {
     let host = TestHost::new();
-    let err = attack(&host, "spin", json!({})).await.unwrap_err();
+    let err = attack_until_deadline(&host, "spin", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "timeout");
 }
 
@@ -206,7 +239,9 @@ async fn forged_credentials_and_escaping_paths_never_leave_the_host() {
 #[tokio::test]
 async fn the_deadline_covers_delegated_requests() {
     let host = TestHost::new();
-    let err = attack(&host, "slow_delegate", json!({})).await.unwrap_err();
+    let err = attack_until_deadline(&host, "slow_delegate", json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         CallError::Timeout {
@@ -228,7 +263,10 @@ async fn structured_output_that_breaks_its_schema_is_refused() {
 #[tokio::test]
 async fn the_host_keeps_serving_after_every_attack() {
     let host = TestHost::new();
-    for tool in ["spin", "hog", "recurse", "panic", "flood_log"] {
+    let _ = attack_until_deadline(&host, "spin", json!({}))
+        .await
+        .unwrap_err();
+    for tool in ["hog", "recurse", "panic", "flood_log"] {
         let _ = attack(&host, tool, json!({})).await.unwrap_err();
     }
     let echo = host.load(guests::ECHO).await;

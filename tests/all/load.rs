@@ -103,10 +103,17 @@ async fn runaways_of_one_tenant_leave_the_other_tenant_its_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_limit_ends_a_spinning_call_with_its_own_error() {
     let host = TestHost::new();
+    // A deadline far off: on a busy machine the spinning call, moved to the
+    // low-priority threads, may take long to use its 200 ms of CPU.
     let hostile = host
-        .load_with(guests::HOSTILE, runaway(Duration::from_millis(200)))
+        .load_with(
+            guests::HOSTILE,
+            Limits {
+                timeout: Duration::from_secs(60),
+                ..runaway(Duration::from_millis(200))
+            },
+        )
         .await;
-    let began = Instant::now();
     let (result, cpu) = host
         .sandbox
         .call_metered(
@@ -130,7 +137,6 @@ async fn the_cpu_limit_ends_a_spinning_call_with_its_own_error() {
         err.to_string().contains("CPU time limit of 200 ms"),
         "{err}"
     );
-    assert!(began.elapsed() < Duration::from_millis(2000));
     let cpu = cpu.expect("the guest ran");
     assert!(cpu >= Duration::from_millis(200), "{cpu:?}");
 }
