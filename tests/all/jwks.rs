@@ -75,6 +75,24 @@ fn assert_503(answer: &Answer) {
     assert!(!answer.www_authenticate, "the token was not found wanting");
 }
 
+/// Call with `token` until it is served (200), each refusal meanwhile being
+/// the issuer-unavailable 503; at most 15 s.
+async fn served_again(url: &str, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = call(url, token).await;
+        if answer.status == 200 {
+            return;
+        }
+        assert_503(&answer);
+        assert!(
+            Instant::now() < deadline,
+            "the issuer's keys were never trusted again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn cached_keys_keep_serving_while_the_issuer_fails_and_refreshes_back_off() {
     let idp = TestIdp::start("acme").await;
@@ -245,19 +263,7 @@ async fn keys_are_fetched_again_when_the_issuer_comes_back() {
 
     // Back: once the backoff ends, keys are fetched and calls succeed.
     idp.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let answer = call(&url, &token).await;
-        if answer.status == 200 {
-            break;
-        }
-        assert_503(&answer);
-        assert!(
-            Instant::now() < deadline,
-            "the issuer's keys never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    served_again(&url, &token).await;
 
     // Down again with the keys growing stale: cached keys serve; the issuer
     // rotates its key meanwhile; back, the new key is fetched and honoured.
@@ -311,17 +317,5 @@ async fn keys_stale_past_their_allowance_are_no_longer_trusted() {
 
     // The issuer comes back: keys are fetched and trusted again.
     idp.set_mode(IdpMode::Up);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let answer = call(&url, &token).await;
-        if answer.status == 200 {
-            break;
-        }
-        assert_503(&answer);
-        assert!(
-            Instant::now() < deadline,
-            "the keys were never trusted again"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    served_again(&url, &token).await;
 }
