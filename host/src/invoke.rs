@@ -207,6 +207,8 @@ impl TenantInvoker {
             tenant: principal.tenant(),
             issuer: principal.issuer(),
             subject: principal.subject(),
+            client: principal.client_id().unwrap_or(""),
+            agent: principal.agent_id().unwrap_or(""),
             tool: &tool.descriptor.name,
             component: tool.component.digest(),
             arguments: &arguments,

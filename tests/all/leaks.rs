@@ -116,7 +116,7 @@ fn tokens_appear_in_no_output_log_record_or_file() {
              [[tenants.acme.install]]\ncomponent = \"echo\"\n\
              [[tenants.acme.install]]\ncomponent = \"whoami\"\n\
              [[tenants.acme.install]]\ncomponent = \"hostile\"\n\
-             limits = {{ timeout_ms = 300, memory_mib = 16, log_kib = 1 }}\n",
+             limits = {{ timeout_ms = 3000, cpu_ms = 30000, memory_mib = 16, log_kib = 1 }}\n",
             idp.issuer
         );
         let server = TestServer::start(&tenant).await;

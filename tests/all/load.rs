@@ -24,7 +24,7 @@ fn shared() -> SandboxSettings {
     SandboxSettings {
         max_concurrent_calls: 4,
         max_concurrent_calls_per_tenant: 4,
-        queue_timeout: Duration::from_millis(200),
+        queue_timeout: Duration::from_secs(1),
         tenant_weights: BTreeMap::from([("acme".to_string(), 1), ("globex".to_string(), 1)]),
         ..test_settings()
     }

@@ -131,7 +131,7 @@ async fn a_globex_token_is_refused_at_acme() {
 
 /// A service that answers after a pause, so calls are in flight when the
 /// server is asked to stop.
-struct Pause(std::time::Duration);
+struct Pause(std::time::Duration, Arc<std::sync::atomic::AtomicUsize>);
 
 impl Delegate for Pause {
     fn fetch<'a>(
@@ -141,6 +141,7 @@ impl Delegate for Pause {
         _request: OutboundRequest,
     ) -> BoxFuture<'a, Result<DelegateResponse, DelegateError>> {
         Box::pin(async move {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(self.0).await;
             Ok(DelegateResponse {
                 status: 200,
@@ -159,8 +160,9 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
          [[tenants.acme.install]]\ncomponent = \"hostile\"\n",
         idp.issuer
     );
-    let delay = std::time::Duration::from_millis(800);
-    let mut server = TestServer::start_with(&config, Arc::new(Pause(delay))).await;
+    let delay = std::time::Duration::from_millis(2000);
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut server = TestServer::start_with(&config, Arc::new(Pause(delay, arrived.clone()))).await;
     let url = server.endpoint("acme");
     let token = idp.token(&url, "alice", "");
     let client = connect(&url, &token, &ProtocolVersion::V_2026_07_28).await;
@@ -174,7 +176,14 @@ async fn graceful_shutdown_finishes_in_flight_calls() {
         })
         .collect();
     // Let every call reach the paused service, then ask the server to stop.
-    tokio::time::sleep(delay / 4).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while arrived.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls never reached the service"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     server.begin_stop();
     for call in calls {
         let result = call

@@ -251,7 +251,7 @@ async fn a_call_that_runs_long_moves_to_the_low_priority_threads_and_short_ones_
     let idp = TestIdp::start("acme").await;
     let config = format!(
         "[server]\nmetrics_listen = \"127.0.0.1:0\"\n{}\
-         [[tenants.acme.install]]\ncomponent = \"hostile\"\nlimits = {{ cpu_ms = 300 }}\n",
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\nlimits = {{ cpu_ms = 300, timeout_ms = 25000 }}\n",
         tenant("acme", &idp.issuer, &[])
     );
     let server = TestServer::start(&config).await;

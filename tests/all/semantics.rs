@@ -284,6 +284,16 @@ async fn settle() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
+/// Wait until `arrived` holds (notifications may trail the response), at
+/// most 10 s.
+async fn until(what: &str, arrived: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !arrived() {
+        assert!(std::time::Instant::now() < deadline, "{what} never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn progress_goes_out_only_when_asked_and_in_order() {
     let (_server, idp, url) = start().await;
@@ -292,7 +302,7 @@ async fn progress_goes_out_only_when_asked_and_in_order() {
         let handler = Answering::everything();
         let c = client(&url, &idp, "alice", era, handler.clone()).await;
         complete(&c, params("test_tool_with_progress", json!({}))).await;
-        settle().await;
+        until("progress", || handler.progress.lock().unwrap().len() >= 3).await;
         let progress = handler.progress.lock().unwrap().clone();
         assert!(progress.len() >= 3, "{era}: {progress:?}");
         assert!(
@@ -356,7 +366,7 @@ async fn log_lines_go_out_at_or_above_the_level_asked_and_never_otherwise() {
         .await
         .expect("setLevel");
     complete(&c, params("test_tool_with_logging", json!({}))).await;
-    settle().await;
+    until("log lines", || handler.logs.lock().unwrap().len() >= 3).await;
     let logs = handler.logs.lock().unwrap().clone();
     assert!(logs.len() >= 3, "{logs:?}");
     assert!(logs.iter().all(|l| l.level == LoggingLevel::Info));
@@ -390,8 +400,7 @@ async fn log_lines_go_out_at_or_above_the_level_asked_and_never_otherwise() {
     let mut p = params("test_tool_with_logging", json!({}));
     p.meta = Some(meta(None, Some(LoggingLevel::Debug)));
     complete(&c, p).await;
-    settle().await;
-    assert!(handler.logs.lock().unwrap().len() >= 3);
+    until("log lines", || handler.logs.lock().unwrap().len() >= 3).await;
     // logging/setLevel is not a 2026-07-28 method.
     let e = c
         .set_level(SetLevelRequestParams::new(LoggingLevel::Info))
@@ -501,8 +510,18 @@ async fn input_rounds_carry_a_sealed_state_bound_to_the_caller() {
         .await
         .expect_err("too many answers");
     assert_eq!(error_code(e), -32602);
-    // A wrong key: the tool asks again (with a state not yet answered).
+    // Alice through another application (another client_id): -32602, and
+    // the state is not spent by the refusal.
     let fresh = input_required(&alice, params(tool, json!({}))).await;
+    let mut claims = idp.claims(&url, "alice", "mcp");
+    claims["client_id"] = json!("another-app");
+    let other_app = connect_with(&url, &idp.sign(&claims), &NEW, Answering::everything()).await;
+    let e = other_app
+        .call_tool_once(with_answers(tool, &fresh, answer.clone(), None))
+        .await
+        .expect_err("another client's state");
+    assert_eq!(error_code(e), -32602);
+    // A wrong key: the tool asks again.
     input_required(
         &alice,
         with_answers(
@@ -758,7 +777,8 @@ fn hostile_tenant(issuer: &str) -> String {
     format!(
         "[tenants.acme]\nissuers = [{{ issuer = {issuer:?}, jwks_min_refresh_ms = 0 }}]\n\
          scopes = [\"mcp\"]\n\
-         [[tenants.acme.install]]\ncomponent = \"hostile\"\n"
+         [[tenants.acme.install]]\ncomponent = \"hostile\"\n\
+         limits = {{ timeout_ms = 25000 }}\n"
     )
 }
 
@@ -844,22 +864,23 @@ async fn a_tool_that_never_stops_asking_is_stopped_and_floods_are_cut() {
 async fn a_legacy_call_asks_nothing_after_its_request_deadline() {
     let idp = TestIdp::start("").await;
     let rest = format!(
-        "[server]\nrequest_timeout_ms = 1500\n{}",
+        "[server]\nrequest_timeout_ms = 3000\n{}",
         conformance_tenant(&idp.issuer)
     );
     let server = TestServer::start(&rest).await;
     let url = server.endpoint("acme");
     let mut slow = Answering::everything();
-    slow.delay = std::time::Duration::from_millis(1000);
+    slow.delay = std::time::Duration::from_millis(2000);
     let c = client(&url, &idp, "alice", &OLD, slow.clone()).await;
-    // Three requests in one round, each answered after a second: the first is
+    // Three requests in one round, each answered after two seconds against
+    // a three-second deadline: the first is
     // answered, the second times out at the call's deadline, the third is
     // never sent, and no further round asks anything.
     let call = c.call_tool_once(params(
         "test_input_required_result_multiple_inputs",
         json!({}),
     ));
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), call).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), call).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(slow.asked(), ["elicitation", "sampling"]);
 }
@@ -871,7 +892,7 @@ async fn a_round_the_host_was_too_busy_to_run_keeps_its_state() {
         "[server]\nmax_concurrent_calls = 1\nqueue_timeout_ms = 100\n{}\
          [tenants.globex]\nissuers = [{{ issuer = {issuer:?}, jwks_min_refresh_ms = 0 }}]\nscopes = [\"mcp\"]\n\
          [[tenants.globex.install]]\ncomponent = \"hostile\"\n\
-         limits = {{ timeout_ms = 2000, cpu_ms = 2000 }}\n",
+         limits = {{ timeout_ms = 10000, cpu_ms = 10000 }}\n",
         conformance_tenant(&idp.issuer),
         issuer = idp.issuer,
     );
@@ -886,8 +907,22 @@ async fn a_round_the_host_was_too_busy_to_run_keeps_its_state() {
     // as busy without running...
     let globex = server.endpoint("globex");
     let bob = client(&globex, &idp, "bob", &NEW, Answering::everything()).await;
+    let probe = client(&globex, &idp, "carol", &NEW, Answering::everything()).await;
     let spin = tokio::spawn(async move { bob.call_tool_once(params("spin", json!({}))).await });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Wait until the runaway holds the slot: a quick call is then refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let quick = complete(&probe, params("panic", json!({}))).await;
+        if text_of(&quick).contains("too many tool calls") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runaway never held the slot: {}",
+            text_of(&quick)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let busy = complete(&alice, with_answers(tool, &asked, answer.clone(), None)).await;
     assert_eq!(busy.is_error, Some(true), "{}", text_of(&busy));
     assert!(text_of(&busy).contains("busy"), "{}", text_of(&busy));

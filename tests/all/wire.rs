@@ -3,6 +3,7 @@
 //! per-block overhead, escaped text, base64 images.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use airlock_host::sandbox::{CallError, Content, Limits, LoadError};
 use airlock_tests::idp::TestIdp;
@@ -13,6 +14,9 @@ use serde_json::{Value, json};
 fn limits() -> Limits {
     Limits {
         output_bytes: 64 * 1024,
+        // CPU-heavy calls move to low-priority threads a busy machine may
+        // starve: these tests are about output limits, not deadlines.
+        timeout: Duration::from_secs(60),
         ..Limits::default()
     }
 }
@@ -230,6 +234,7 @@ fn sixteen_oversized_results_at_once_stay_within_a_memory_bound() {
                 guests::HOSTILE,
                 Limits {
                     memory_bytes: GUEST_MEMORY,
+                    timeout: Duration::from_secs(60),
                     ..Limits::default()
                 },
             )

@@ -104,7 +104,7 @@ fn open(data: &Path) -> Result<Storage, String> {
         ));
     }
     // A host that just stopped can hold the lock for a moment.
-    Storage::open_waiting(&dir, std::time::Duration::from_secs(3)).map_err(|e| {
+    Storage::open_waiting(&dir, std::time::Duration::from_secs(5)).map_err(|e| {
         if e.is_locked() {
             format!(
                 "the database in {} is in use by a running airlock (serve or dev); stop it, then verify or export",

@@ -181,7 +181,7 @@ fn execute(
     let opened = if socket.exists() {
         Storage::open(&db)
     } else {
-        Storage::open_waiting(&db, std::time::Duration::from_secs(3))
+        Storage::open_waiting(&db, std::time::Duration::from_secs(5))
     };
     match opened {
         Ok(storage) => {

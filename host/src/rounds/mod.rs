@@ -5,9 +5,10 @@
 //! one. What it must remember travels through the client as `requestState`,
 //! sealed here (XChaCha20-Poly1305 under the host's round key, through the
 //! vault's sealing) and bound, as associated data, to the tenant, the
-//! caller (issuer + subject), the tool, the component's digest and a digest
-//! of the arguments, with an expiry inside. A state that was changed, has expired, or belongs to
-//! another user, tool, tenant or argument set does not open.
+//! caller (issuer + subject, and the client and agent it came through), the
+//! tool, the component's digest and a digest of the arguments, with an
+//! expiry inside. A state that was changed, has expired, or belongs to
+//! another user, client, tool, tenant or argument set does not open.
 //!
 //! A state opens once: the round that opens it marks it answered in a
 //! ledger (`spent`), and the same state sent again is refused, so an answer
@@ -103,6 +104,11 @@ pub struct Binding<'a> {
     pub issuer: &'a str,
     /// The caller's subject.
     pub subject: &'a str,
+    /// The OAuth client the caller came through (`""` when the token names
+    /// none): another application of the same user cannot answer.
+    pub client: &'a str,
+    /// The acting agent from the token's `act` claim (`""` when none).
+    pub agent: &'a str,
     /// The tool.
     pub tool: &'a str,
     /// The digest of the component that runs it: a new version of the
@@ -117,10 +123,12 @@ impl Binding<'_> {
         let digest = Sha256::digest(self.arguments.as_bytes());
         let mut aad = Vec::with_capacity(128);
         for part in [
-            "airlock request state 1",
+            "airlock request state 2",
             self.tenant,
             self.issuer,
             self.subject,
+            self.client,
+            self.agent,
             self.tool,
             self.component,
         ] {

@@ -125,10 +125,9 @@ impl Ledger {
                     return Err(ClaimError::Full);
                 }
                 // Atomic: of two retries racing with one state, one wins.
-                if !tree
-                    .compare_and_swap_raw(&ticket.0, None, Some(&[]))
-                    .map_err(unavailable)?
-                {
+                // Not flushed here (the edge's threads must not wait for the
+                // disk): a crash within sled's flush interval may forget it.
+                if !tree.insert_new_raw(&ticket.0, &[]).map_err(unavailable)? {
                     return Err(ClaimError::Spent);
                 }
                 count.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +145,7 @@ impl Ledger {
                     set.remove(&ticket.0);
                 }
             }
-            Store::Stored { tree, count } => match tree.remove_raw(&ticket.0) {
+            Store::Stored { tree, count } => match tree.remove_unflushed_raw(&ticket.0) {
                 Ok(true) => {
                     let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
                         Some(c.saturating_sub(1))

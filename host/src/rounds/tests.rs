@@ -8,6 +8,8 @@ fn binding<'a>(subject: &'a str, tool: &'a str, arguments: &'a str) -> Binding<'
         tenant: "acme",
         issuer: "https://issuer.test",
         subject,
+        client: "claude",
+        agent: "",
         tool,
         component: "c0ffee",
         arguments,
@@ -43,6 +45,11 @@ fn a_state_opens_for_its_binding_only() {
             component: "a new version",
             ..b
         },
+        Binding {
+            client: "another-app",
+            ..b
+        },
+        Binding { agent: "bot", ..b },
     ] {
         assert_eq!(
             rounds.open(&other, &token).unwrap_err(),

@@ -225,6 +225,24 @@ impl Tree {
         Ok(swapped)
     }
 
+    /// Insert `value` at `key` only if nothing is there, atomically, without
+    /// waiting for the disk (the database's own flush, every half second,
+    /// makes it durable); whether it was inserted.
+    pub fn insert_new_raw(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        Ok(self
+            .tree
+            .compare_and_swap(key, None::<&[u8]>, Some(value))
+            .map_err(|e| self.io(e))?
+            .is_ok())
+    }
+
+    /// Remove the value at `key` without waiting for the disk; whether
+    /// there was one.
+    pub fn remove_unflushed_raw(&self, key: &[u8]) -> Result<bool, StorageError> {
+        let removed = self.tree.remove(key).map_err(|e| self.io(e))?;
+        Ok(removed.is_some())
+    }
+
     /// Remove up to `limit` entries whose keys sort before `end`, without
     /// flushing (removals that a crash undoes are redone by the next call);
     /// how many it removed.
