@@ -548,7 +548,7 @@ async fn the_cli_manages_a_running_hosts_vault_through_the_admin_socket() {
     let staging: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".vault.sock."))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".vs"))
         .collect();
     assert!(staging.is_empty(), "{staging:?}");
     let data = dir.path().to_str().unwrap().to_string();

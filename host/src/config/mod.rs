@@ -630,6 +630,13 @@ impl Config {
                         "must be between 100 ms and one minute".into(),
                     ));
                 }
+                let jwks_max_age_s = raw_issuer.jwks_max_age_s.unwrap_or(3600);
+                if jwks_max_age_s == 0 {
+                    return Err(invalid(
+                        ikey("jwks_max_age_s"),
+                        "must be at least 1 second (0 would refetch the keys without pause)".into(),
+                    ));
+                }
                 let jwks_max_stale_s = raw_issuer.jwks_max_stale_s.unwrap_or(86_400);
                 if jwks_max_stale_s > 30 * 86_400 {
                     return Err(invalid(
@@ -644,7 +651,7 @@ impl Config {
                     jwks_min_refresh: Duration::from_millis(
                         raw_issuer.jwks_min_refresh_ms.unwrap_or(10_000),
                     ),
-                    jwks_max_age: Duration::from_secs(raw_issuer.jwks_max_age_s.unwrap_or(3600)),
+                    jwks_max_age: Duration::from_secs(jwks_max_age_s),
                     jwks_max_stale: Duration::from_secs(jwks_max_stale_s),
                     jwks_fetch_timeout: Duration::from_millis(jwks_fetch_timeout_ms),
                     token_types: match raw_issuer.token_types {

@@ -442,4 +442,14 @@ fn stale_issuer_keys_have_an_allowance() {
         let err = parse(&with(bad)).unwrap_err().to_string();
         assert!(err.contains("jwks_max_stale_s"), "{bad}: {err}");
     }
+    // Keys that are never fresh would be fetched without pause.
+    let never_fresh = GOOD.replace(
+        "issuer = \"https://idp.example.com\"",
+        "issuer = \"https://idp.example.com\", jwks_max_age_s = 0",
+    );
+    let err = parse(&never_fresh).unwrap_err().to_string();
+    assert!(
+        err.contains("tenants.acme.issuers[0].jwks_max_age_s"),
+        "{err}"
+    );
 }

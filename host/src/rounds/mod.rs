@@ -27,8 +27,8 @@ use crate::vault::{DataKey, Sealed};
 
 mod spent;
 
-use spent::{ClaimError, Ledger};
-pub use spent::{MAX_SPENT, Ticket};
+use spent::{ClaimError, Ledger, OWNER_LEN};
+pub use spent::{MAX_SPENT, MAX_SPENT_PER_USER, Ticket};
 
 /// How long a client may take to answer and retry.
 pub const ROUND_TTL: Duration = Duration::from_secs(10 * 60);
@@ -56,8 +56,8 @@ pub enum StateError {
     /// Opened by an earlier round: each state is answered once.
     #[error("requestState was already answered; call the tool again without it")]
     Spent,
-    /// The host cannot record answered states right now (too many are
-    /// open, or its database failed).
+    /// The host cannot record answered states right now (too many were
+    /// answered recently, by this user or in all, or its database failed).
     #[error("input rounds are unavailable on this host right now; try again later")]
     Unavailable,
 }
@@ -119,6 +119,21 @@ pub struct Binding<'a> {
 }
 
 impl Binding<'_> {
+    /// A digest naming the user (tenant, issuer, subject), for the ledger's
+    /// per-user count.
+    fn owner(&self) -> [u8; OWNER_LEN] {
+        let mut digest = Sha256::new();
+        for part in [self.tenant, self.issuer, self.subject] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        let mut owner = [0u8; OWNER_LEN];
+        for (o, d) in owner.iter_mut().zip(digest.finalize()) {
+            *o = d;
+        }
+        owner
+    }
+
     fn aad(&self) -> Vec<u8> {
         let digest = Sha256::digest(self.arguments.as_bytes());
         let mut aad = Vec::with_capacity(128);
@@ -309,7 +324,7 @@ impl Rounds {
         if plain.exp < now {
             return Err(StateError::Expired);
         }
-        let ticket = Ticket::new(plain.exp, nonce).ok_or(StateError::Invalid)?;
+        let ticket = Ticket::new(plain.exp, nonce, binding.owner()).ok_or(StateError::Invalid)?;
         match self.spent.claim(ticket, now) {
             Ok(()) => Ok(Opened {
                 pending: plain.pending,

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use super::spent::{ClaimError, Ledger};
+use super::spent::{ClaimError, Ledger, OWNER_LEN};
 use super::*;
 
 fn binding<'a>(subject: &'a str, tool: &'a str, arguments: &'a str) -> Binding<'a> {
@@ -208,30 +208,66 @@ fn answered_states_stay_answered_across_a_restart() {
 }
 
 #[test]
-fn the_ledger_forgets_expired_states_and_refuses_past_its_cap() {
+fn the_ledger_forgets_expired_states_and_caps_users_and_the_host() {
+    // Entries outlive their state by the grace period (a clock stepped back
+    // cannot reopen them).
+    let grace = ROUND_TTL.as_secs();
     for stored in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let storage = crate::storage::Storage::open(&dir.path().join("db")).unwrap();
+        let tree = storage.tree("answered").unwrap();
         let ledger = if stored {
-            Ledger::stored(storage.tree("answered").unwrap())
+            Ledger::stored(tree.clone())
         } else {
             Ledger::memory()
         }
-        .with_cap(3);
-        let ticket = |exp: u64, n: u8| Ticket::new(exp, &[n; NONCE_LEN]).unwrap();
-        // Three live entries fill it; a fourth is refused, a repeat is spent.
-        for n in 0..3 {
-            ledger.claim(ticket(1_000, n), 500).unwrap();
-        }
-        assert_eq!(ledger.claim(ticket(1_000, 3), 500), Err(ClaimError::Full));
-        assert_eq!(ledger.claim(ticket(1_000, 0), 500), Err(ClaimError::Spent));
-        // Once they expire they are dropped, and new states are taken.
-        for n in 3..6 {
-            ledger.claim(ticket(2_000, n), 1_001).unwrap();
-        }
-        assert_eq!(ledger.claim(ticket(2_000, 6), 1_001), Err(ClaimError::Full));
+        .with_caps(4, 2);
+        let ticket = |exp: u64, n: u8, user: u8| {
+            Ticket::new(exp, &[n; NONCE_LEN], [user; OWNER_LEN]).unwrap()
+        };
+        // Two live entries fill a user's share; another user goes on until
+        // the host's cap; a repeat is spent.
+        ledger.claim(ticket(1_000, 0, 1), 500).unwrap();
+        ledger.claim(ticket(1_000, 1, 1), 500).unwrap();
+        assert_eq!(
+            ledger.claim(ticket(1_000, 2, 1), 500),
+            Err(ClaimError::Full)
+        );
+        assert_eq!(
+            ledger.claim(ticket(1_000, 0, 1), 500),
+            Err(ClaimError::Spent)
+        );
+        ledger.claim(ticket(1_000, 3, 2), 500).unwrap();
+        ledger.claim(ticket(1_000, 4, 2), 500).unwrap();
+        assert_eq!(
+            ledger.claim(ticket(1_000, 5, 3), 500),
+            Err(ClaimError::Full)
+        );
+        // Expired, but within the grace period: still remembered.
+        assert_eq!(
+            ledger.claim(ticket(1_000, 0, 1), 1_001 + grace / 2),
+            Err(ClaimError::Spent)
+        );
+        // Past it they are dropped, and new states are taken.
+        let later = 1_001 + grace;
+        ledger.claim(ticket(9_000, 6, 1), later).unwrap();
+        ledger.claim(ticket(9_000, 7, 1), later).unwrap();
+        assert_eq!(
+            ledger.claim(ticket(9_000, 8, 1), later),
+            Err(ClaimError::Full)
+        );
         // A released entry frees its place.
-        ledger.release(ticket(2_000, 5));
-        ledger.claim(ticket(2_000, 6), 1_001).unwrap();
+        ledger.release(ticket(9_000, 7, 1));
+        ledger.claim(ticket(9_000, 8, 1), later).unwrap();
+        if stored {
+            // Reopened, the ledger counts what it holds.
+            drop(ledger);
+            let reopened = Ledger::stored(tree).with_caps(4, 2);
+            assert_eq!(
+                reopened.claim(ticket(9_000, 9, 1), later),
+                Err(ClaimError::Full)
+            );
+            reopened.claim(ticket(9_000, 9, 2), later).unwrap();
+        }
     }
 }

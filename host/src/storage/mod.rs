@@ -245,8 +245,8 @@ impl Tree {
 
     /// Remove up to `limit` entries whose keys sort before `end`, without
     /// flushing (removals that a crash undoes are redone by the next call);
-    /// how many it removed.
-    pub fn remove_below_raw(&self, end: &[u8], limit: usize) -> Result<usize, StorageError> {
+    /// the entries this call removed.
+    pub fn remove_below_raw(&self, end: &[u8], limit: usize) -> Result<RawEntries, StorageError> {
         let keys = self
             .tree
             .range(..end)
@@ -254,15 +254,13 @@ impl Tree {
             .take(limit)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.io(e))?;
-        for key in &keys {
-            self.tree.remove(key).map_err(|e| self.io(e))?;
+        let mut removed = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(value) = self.tree.remove(&key).map_err(|e| self.io(e))? {
+                removed.push((key.to_vec(), value.to_vec()));
+            }
         }
-        Ok(keys.len())
-    }
-
-    /// How many entries the tree holds (reads them all: not for hot paths).
-    pub fn count(&self) -> usize {
-        self.tree.len()
+        Ok(removed)
     }
 
     /// Write this tree's changes to disk.

@@ -4,7 +4,7 @@
 //! takes one JSON line in and gives one JSON line out.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,10 +220,8 @@ pub async fn serve_admin(
     }
     let listener = bind_private(&socket)?;
     // Defence in depth beside the 0600 mode: every connection must come
-    // from the user that owns the socket (us).
-    let owner = std::fs::symlink_metadata(&socket)
-        .map_err(|e| admin_err(&socket, "cannot inspect", e))?
-        .uid();
+    // from this process's own user.
+    let owner = rustix::process::geteuid().as_raw();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -254,20 +252,17 @@ pub async fn serve_admin(
 }
 
 /// Bind the socket where nobody else can reach it yet (a fresh 0700
-/// directory beside it), restrict it to 0600, then rename it into place, so
-/// the socket never exists at `socket` with the umask's looser mode.
+/// directory beside it), restrict it to 0600, then link it into place, so
+/// the socket never exists at `socket` with the umask's looser mode. The
+/// link fails rather than replace anything put at `socket` meanwhile.
 fn bind_private(socket: &Path) -> Result<tokio::net::UnixListener, VaultError> {
     use std::os::unix::fs::DirBuilderExt;
     let parent = socket.parent().unwrap_or_else(|| Path::new("."));
-    let mut suffix = [0u8; 8];
+    let mut suffix = [0u8; 4];
     getrandom::fill(&mut suffix).map_err(|e| admin_err(socket, "cannot draw a random name", e))?;
-    let private = parent.join(format!(
-        ".vault.sock.{}",
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ));
+    // Short, so the staged path fits wherever `socket` does (a socket's
+    // path is limited to about 108 bytes).
+    let private = parent.join(format!(".vs{:08x}", u32::from_le_bytes(suffix)));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private)
@@ -278,7 +273,7 @@ fn bind_private(socket: &Path) -> Result<tokio::net::UnixListener, VaultError> {
             .map_err(|e| admin_err(socket, "cannot listen", e))?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| admin_err(socket, "cannot restrict", e))?;
-        std::fs::rename(&staged, socket)
+        std::fs::hard_link(&staged, socket)
             .map_err(|e| admin_err(socket, "cannot move the socket into place", e))?;
         Ok(listener)
     })();
