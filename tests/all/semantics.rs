@@ -195,6 +195,20 @@ fn text_of(result: &CallToolResult) -> String {
     serde_json::to_string(&result.content).unwrap()
 }
 
+/// Alice's answer to `test_input_required_result_elicitation`.
+fn alice_named() -> Value {
+    json!({"user_name": {"action": "accept", "content": {"name": "Alice"}}})
+}
+
+/// The tool's greeting came back: the round ran with Alice's answer.
+fn assert_greeted(result: &CallToolResult) {
+    assert!(
+        text_of(result).contains("Hello, Alice!"),
+        "{}",
+        text_of(result)
+    );
+}
+
 async fn complete(client: &Client, p: CallToolRequestParams) -> CallToolResult {
     match client.call_tool_once(p).await.expect("tools/call") {
         CallToolResponse::Complete(result) => result,
@@ -435,14 +449,10 @@ async fn input_rounds_carry_a_sealed_state_bound_to_the_caller() {
         "{request:?}"
     );
     let state = asked.request_state.clone().expect("a requestState");
-    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Alice"}}});
+    let answer = alice_named();
 
     let done = complete(&alice, with_answers(tool, &asked, answer.clone(), None)).await;
-    assert!(
-        text_of(&done).contains("Hello, Alice!"),
-        "{}",
-        text_of(&done)
-    );
+    assert_greeted(&done);
 
     // The same state again (a replayed "yes"): -32602, the tool does not run.
     let e = alice
@@ -901,7 +911,7 @@ async fn a_round_the_host_was_too_busy_to_run_keeps_its_state() {
     let alice = client(&url, &idp, "alice", &NEW, Answering::everything()).await;
     let tool = "test_input_required_result_elicitation";
     let asked = input_required(&alice, params(tool, json!({}))).await;
-    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Alice"}}});
+    let answer = alice_named();
 
     // A runaway of another tenant holds the host's only slot: Alice's round is refused
     // as busy without running...
@@ -930,11 +940,7 @@ async fn a_round_the_host_was_too_busy_to_run_keeps_its_state() {
 
     // ...so the same state still opens once the host has room, and only once.
     let done = complete(&alice, with_answers(tool, &asked, answer.clone(), None)).await;
-    assert!(
-        text_of(&done).contains("Hello, Alice!"),
-        "{}",
-        text_of(&done)
-    );
+    assert_greeted(&done);
     let e = alice
         .call_tool_once(with_answers(tool, &asked, answer, None))
         .await

@@ -232,21 +232,14 @@ impl IssuerKeys {
                 let trusted = age.is_some_and(|age| {
                     age < config.jwks_max_age.saturating_add(config.jwks_max_stale)
                 });
-                let keys = state.keys.clone().filter(|_| trusted);
-                if let Some(key) = find(keys.as_deref(), kid) {
+                if let Some(key) = find(state.keys.as_deref().filter(|_| trusted), kid) {
                     return Ok(key);
                 }
+                let usable = trusted && state.keys.is_some();
                 if waited {
-                    return Err(refusal(
-                        &mut state,
-                        keys.is_some(),
-                        config,
-                        kid,
-                        arrived,
-                        now,
-                    ));
+                    return Err(refusal(&mut state, usable, config, kid, arrived, now));
                 }
-                if keys.is_some() {
+                if usable {
                     // An unknown kid (or no kid among several keys).
                     if let Some(kid) = kid
                         && state.known_unknown(kid, now)
@@ -282,13 +275,13 @@ impl IssuerKeys {
 /// The answer to a caller whose key was still not found after a fetch.
 fn refusal(
     state: &mut KeyState,
-    trusted_keys: bool,
+    usable_keys: bool,
     config: &IssuerConfig,
     kid: Option<&str>,
     arrived: Instant,
     now: Instant,
 ) -> KeyError {
-    if !trusted_keys {
+    if !usable_keys {
         return KeyError::Unavailable {
             retry_after: state.retry_after(now, config.jwks_fetch_timeout),
         };

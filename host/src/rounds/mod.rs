@@ -273,6 +273,13 @@ impl Rounds {
         self
     }
 
+    /// The ledger with caps of `total` live entries and `per_user` per user.
+    #[cfg(test)]
+    fn with_spent_caps(mut self, total: usize, per_user: usize) -> Self {
+        self.spent = self.spent.with_caps(total, per_user);
+        self
+    }
+
     /// The same key with states that live `ttl`.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;

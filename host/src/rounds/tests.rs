@@ -271,3 +271,22 @@ fn the_ledger_forgets_expired_states_and_caps_users_and_the_host() {
         }
     }
 }
+
+#[test]
+fn a_user_past_their_share_of_the_ledger_is_told_rounds_are_unavailable() {
+    let rounds = Rounds::ephemeral().unwrap().with_spent_caps(10, 2);
+    let alice = binding("alice", "t", "{}");
+    let bob = binding("bob", "t", "{}");
+    for _ in 0..2 {
+        let token = rounds.seal(&alice, pending()).unwrap();
+        rounds.open(&alice, &token).unwrap();
+    }
+    let third = rounds.seal(&alice, pending()).unwrap();
+    assert_eq!(
+        rounds.open(&alice, &third).unwrap_err(),
+        StateError::Unavailable
+    );
+    // Bob is not held up by Alice.
+    let token = rounds.seal(&bob, pending()).unwrap();
+    assert!(rounds.open(&bob, &token).is_ok());
+}

@@ -351,4 +351,37 @@ mod tests {
         let back: AdminRequest = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, AdminRequest::PutSecret { .. }));
     }
+
+    fn staging_dirs(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".vs"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_socket_appears_private_and_never_replaces_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = socket_path(dir.path());
+        let listener = bind_private(&socket).unwrap();
+        let mode = std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        assert!(staging_dirs(dir.path()).is_empty());
+        drop(listener);
+
+        // Something put at the path after the check: refused, kept, and
+        // nothing left behind.
+        std::fs::remove_file(&socket).unwrap();
+        std::fs::write(&socket, "keep").unwrap();
+        let err = bind_private(&socket).unwrap_err().to_string();
+        assert!(err.contains("cannot move the socket into place"), "{err}");
+        assert_eq!(std::fs::read_to_string(&socket).unwrap(), "keep");
+        assert!(staging_dirs(dir.path()).is_empty());
+    }
 }
